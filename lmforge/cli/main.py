@@ -1,0 +1,67 @@
+"""`lmforge`: the command line.
+
+Each subcommand lives in its own module with `register(subparsers)`, which adds a parser whose
+`func` default runs the command and returns an exit code. Bad input (`LmforgeError`) prints one line,
+`error: ...`, and exits 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from lmforge.errors import LmforgeError
+
+# Modules under lmforge.cli that each register one subcommand (or a group of them).
+_COMMAND_MODULES = (
+    "tokenizer_cmd",
+    "data_cmd",
+    "pretrain_cmd",
+    "generate_cmd",
+    "plot_cmd",
+    "bench_cmd",
+    "quickstart_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmforge",
+        description="Pretrain transformer language models (encoder, decoder, encoder-decoder).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"lmforge.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"lmforge.cli.{name}":
+                continue  # not written yet in this checkout
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    try:
+        return int(args.func(args) or 0)
+    except LmforgeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

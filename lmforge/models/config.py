@@ -1,0 +1,159 @@
+"""ModelConfig: one architecture description for all six reference models.
+
+Each choice that distinguishes BERT, RoBERTa, GPT-2, BLOOM, T5 and BART is a field of the component
+sub-config it changes (see STYLE.md section 3). This module imports no torch, so a configuration can be
+checked anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lmforge.errors import LmforgeError
+
+Family = Literal["encoder", "decoder", "encoder_decoder"]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise LmforgeError(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormConfig:
+    kind: Literal["layernorm", "rmsnorm"] = "layernorm"
+    """layernorm (BERT, GPT-2, BLOOM, BART) or rmsnorm (T5)."""
+    placement: Literal["pre", "post"] = "pre"
+    """pre: x + f(norm(x)), plus a final norm after the stack; post: norm(x + f(x))."""
+    eps: float = 1e-5
+    bias: bool = True
+    """Whether the norm has an additive bias (T5's RMSNorm has none)."""
+
+    def __post_init__(self) -> None:
+        _require(not (self.kind == "rmsnorm" and self.bias), "norm.bias must be false for rmsnorm")
+        _require(self.eps > 0, f"norm.eps must be > 0, got {self.eps}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PositionConfig:
+    kind: Literal["learned", "sinusoidal", "rope", "alibi", "relative_bias", "none"] = "learned"
+    max_positions: int = 1024
+    """Longest sequence (tokens) a learned or sinusoidal table covers."""
+    offset: int = 0
+    """Index of the first position in the table: RoBERTa and BART start counting at 2."""
+    num_buckets: int = 32
+    """relative_bias only: number of distance buckets."""
+    max_distance: int = 128
+    """relative_bias only: distance (tokens) beyond which buckets are logarithmically shared."""
+    rope_theta: float = 10000.0
+    """rope only: base of the rotation frequencies."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_positions > 0, "position.max_positions must be > 0")
+        _require(self.offset >= 0, "position.offset must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLPConfig:
+    activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu"
+    """gelu is the exact (erf) form; gelu_tanh the tanh approximation used by GPT-2 and BLOOM."""
+    gated: bool = False
+    """Gated feed-forward, act(x W_gate) * (x W_up) (T5 v1.1)."""
+    bias: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionConfig:
+    score_scale: Literal["inverse_sqrt", "none"] = "inverse_sqrt"
+    """Scores are q.k / sqrt(d_head), or unscaled q.k (T5 folds the scale into its init)."""
+    bias: bool = True
+    """Biases on the query, key, value and output projections."""
+    dropout: float = 0.0
+    """Dropout on attention probabilities, during training only."""
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.dropout < 1, f"attention.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingConfig:
+    num_segment_types: int = 0
+    """Token type (segment) embeddings: 2 for BERT, 1 for RoBERTa, 0 for none."""
+    norm: bool = False
+    """A norm right after the embeddings (BERT, RoBERTa, BLOOM, BART)."""
+    scale: Literal["none", "sqrt_d_model"] = "none"
+    """Multiply token embeddings by sqrt(d_model) before adding positions."""
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.num_segment_types >= 0, "embedding.num_segment_types must be >= 0")
+        _require(0 <= self.dropout < 1, f"embedding.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadConfig:
+    kind: Literal["linear", "transform"] = "linear"
+    """linear: project onto the vocabulary; transform: dense + activation + norm first (BERT MLM head)."""
+    bias: bool = False
+    """An output bias over the vocabulary (BERT's decoder bias, BART's final_logits_bias)."""
+    logit_scale: Literal["none", "inverse_sqrt_d_model"] = "none"
+    """Scale hidden states by d_model^-1/2 before a tied projection (T5 v1.0)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    family: Family
+    vocab_size: int
+    """Rows of the embedding table; must cover the tokenizer's vocabulary."""
+    d_model: int
+    num_heads: int
+    num_layers: int
+    """Layers of the encoder (encoder, encoder_decoder) or of the decoder (decoder)."""
+    d_ff: int
+    num_decoder_layers: int | None = None
+    """encoder_decoder only: layers of the decoder (defaults to num_layers)."""
+    norm: NormConfig = field(default_factory=NormConfig)
+    position: PositionConfig = field(default_factory=PositionConfig)
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    tie_word_embeddings: bool = True
+    dropout: float = 0.0
+    """Dropout on each sublayer's output before the residual add, during training only."""
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation of weights."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff"):
+            _require(getattr(self, name) > 0, f"model.{name} must be > 0, got {getattr(self, name)}")
+        _require(
+            self.d_model % self.num_heads == 0,
+            f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})",
+        )
+        _require(
+            self.num_decoder_layers is None or self.family == "encoder_decoder",
+            "model.num_decoder_layers is only valid for family encoder_decoder",
+        )
+        _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+        _require(
+            not (self.position.kind == "rope" and self.d_head % 2),
+            f"rope needs an even d_head, got {self.d_head}",
+        )
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def is_causal(self) -> bool:
+        """Whether the (only) stack attends causally: true for decoder-only models."""
+        return self.family == "decoder"
+
+    @property
+    def max_seq_len(self) -> int | None:
+        """Longest input the positions support, or None where any length works (alibi, rope, ...)."""
+        if self.position.kind in ("learned", "sinusoidal"):
+            return self.position.max_positions
+        return None
