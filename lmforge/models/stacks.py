@@ -1,0 +1,125 @@
+"""Stack: embeddings in, hidden states out, through a list of TransformerBlocks.
+
+One class serves as the encoder (bidirectional), the decoder of a decoder-only model (causal) and the
+decoder of an encoder-decoder model (causal, cross-attending). Each stack owns its positions (the score
+bias is computed here once and shared by all layers, as in T5 and BLOOM), its optional segment
+embeddings and embedding norm, and, with pre-norm, the final norm.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmforge.layers.block import TransformerBlock
+from lmforge.layers.kv_cache import KVCache
+from lmforge.layers.masks import AttentionMask, build_attention_mask
+from lmforge.layers.norms import build_norm
+from lmforge.layers.positions import build_positions
+from lmforge.models.config import ModelConfig
+
+
+class Stack(nn.Module):
+    def __init__(
+        self, cfg: ModelConfig, num_layers: int, *, is_causal: bool, has_cross_attention: bool
+    ) -> None:
+        super().__init__()
+        self.is_causal = is_causal
+        self.embedding_scale = cfg.d_model**0.5 if cfg.embedding.scale == "sqrt_d_model" else None
+        self.positions = build_positions(
+            cfg.position, d_model=cfg.d_model, num_heads=cfg.num_heads, is_causal=is_causal
+        )
+        num_types = cfg.embedding.num_segment_types
+        self.segment_embed = nn.Embedding(num_types, cfg.d_model) if num_types else None
+        self.embed_norm = build_norm(cfg.norm, cfg.d_model) if cfg.embedding.norm else None
+        self.embed_dropout = nn.Dropout(cfg.embedding.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg, has_cross_attention=has_cross_attention) for _ in range(num_layers)
+        )
+        self.final_norm = build_norm(cfg.norm, cfg.d_model) if cfg.norm.placement == "pre" else None
+
+    def embed(
+        self,
+        token_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        segment_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """token_embeds: (B, T, D) -> input of the first block, (B, T, D)."""
+        x = token_embeds if self.embedding_scale is None else token_embeds * self.embedding_scale
+        position_vectors = self.positions.embed(position_ids)
+        if position_vectors is not None:
+            x = x + position_vectors.to(x.dtype)
+        if self.segment_embed is not None:
+            segments = torch.zeros_like(position_ids) if segment_ids is None else segment_ids
+            x = x + self.segment_embed(segments)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        return self.embed_dropout(x)
+
+    def forward(
+        self,
+        token_embeds: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the stack.
+
+        Args:
+            token_embeds: (B, T, D) embeddings of the new tokens.
+            attention_mask: (B, S) 1 where a key may be attended, over cached and new positions.
+            position_ids: (B|1, T); default: counting on from the cached positions.
+            memory, memory_mask: (B, S', D) encoder output and its (B, S') padding mask.
+        Returns:
+            (B, T, D) hidden states.
+        """
+        B, T, _ = token_embeds.shape
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=token_embeds.device)[None]
+        key_positions = position_ids if cache is None else cache.store_positions(position_ids)
+        mask = build_attention_mask(
+            query_len=T,
+            key_len=past + T,
+            is_causal=self.is_causal,
+            key_padding=attention_mask,
+            score_bias=self.positions.score_bias(position_ids, key_positions),
+            dtype=token_embeds.dtype,
+            device=token_embeds.device,
+        )
+        cross_mask = None
+        if memory is not None or (cache is not None and cache.cross[0] is not None):
+            cross_mask = self._cross_mask(memory_mask, T, token_embeds)
+        rotary = self.positions.rotary(position_ids)
+        x = self.embed(token_embeds, position_ids, segment_ids)
+        for index, block in enumerate(self.blocks):
+            x = block(
+                x,
+                mask=mask,
+                rotary=rotary,
+                cache=cache,
+                layer_index=index,
+                memory=memory,
+                memory_mask=cross_mask,
+            )
+        if cache is not None:
+            cache.advance(T)
+        return x if self.final_norm is None else self.final_norm(x)
+
+    @staticmethod
+    def _cross_mask(memory_mask: torch.Tensor | None, T: int, like: torch.Tensor) -> AttentionMask:
+        if memory_mask is None:
+            return AttentionMask(None, False)
+        return build_attention_mask(
+            query_len=T,
+            key_len=memory_mask.shape[1],
+            is_causal=False,
+            key_padding=memory_mask,
+            score_bias=None,
+            dtype=like.dtype,
+            device=like.device,
+        )
