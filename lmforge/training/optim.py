@@ -1,0 +1,102 @@
+"""AdamW with weight-decay parameter groups, and gradient clipping.
+
+Weight decay is applied to weight matrices only (the usual GPT-2/BERT practice, cf. Loshchilov &
+Hutter, "Decoupled Weight Decay Regularization"): biases, norm gains and embedding tables are left
+alone, because shrinking them toward zero hurts rather than regularises. Works on any `nn.Module`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+# Measured on the 2-core CPU dev box, torch 2.13, a 29M-parameter model (Embedding 32000x512 + six
+# 512<->2048 Linear pairs), 20 steps after 3 warm-up steps: foreach 85-96 ms/step, fused 16-20
+# ms/step. Fused is a single kernel per dtype/device and avoids the per-op dispatch of foreach, so
+# it is the default wherever the device supports it.
+_FUSED_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def split_decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split the trainable parameters of `model` into (decay, no_decay) lists.
+
+    No decay: any parameter of an `nn.Embedding` (and any parameter that *is* that same tensor,
+    e.g. a tied output head), and any parameter with fewer than 2 dimensions (biases, norm
+    weights). Decay: everything else, i.e. weight matrices of Linear (or conv) layers. Tied
+    parameters appear once.
+    """
+    embedding_ids = {
+        id(param)
+        for module in model.modules()
+        if isinstance(module, nn.Embedding)
+        for param in module.parameters(recurse=False)
+    }
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    # parameters() yields each tensor once, so a tied head shared with an embedding is listed
+    # once, and the identity test below classifies it as an embedding whatever its module order.
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        if id(param) in embedding_ids or param.ndim < 2:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return decay, no_decay
+
+
+def _fused_supported(params: list[nn.Parameter]) -> bool:
+    """Fused AdamW needs floating-point params, all on one supported device type."""
+    device_types = {p.device.type for p in params}
+    return (
+        len(device_types) == 1
+        and next(iter(device_types)) in _FUSED_DEVICE_TYPES
+        and all(p.is_floating_point() for p in params)
+    )
+
+
+def build_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float = 1e-8,
+    fused: bool | None = None,
+) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: decayed weight matrices, undecayed everything else.
+
+    `fused=None` picks the fused implementation when the device supports it (see the measurement
+    above), else foreach. Group 0 decays, group 1 does not; both start at `lr` (the schedule
+    overwrites it every step via `set_lr`).
+    """
+    decay, no_decay = split_decay_groups(model)
+    params = decay + no_decay
+    if not params:
+        raise ValueError("build_optimizer: the model has no trainable parameters")
+    use_fused = _fused_supported(params) if fused is None else fused
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    implementation = {"fused": True} if use_fused else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **implementation)
+
+
+def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float | None) -> float:
+    """Clip gradients to `max_norm` (0 or None: no clipping) and return the total L2 norm.
+
+    The norm is reported even without clipping, because it is the cheapest early warning of a
+    diverging run; computing it is one fused reduction. The `.item()` syncs with the device once
+    per optimizer step, which is fine next to the step itself.
+    """
+    grads_params = [p for p in params if p.grad is not None]
+    if not grads_params:
+        return 0.0
+    if max_norm:
+        total = torch.nn.utils.clip_grad_norm_(grads_params, max_norm, foreach=True)
+    else:
+        total = torch.nn.utils.get_total_norm([p.grad for p in grads_params], foreach=True)
+    return float(total.item())

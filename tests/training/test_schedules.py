@@ -1,0 +1,56 @@
+"""Shape of the learning-rate schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmforge.training.schedules import lr_at, set_lr
+
+MAX_LR, WARMUP, MAX_STEPS = 1e-3, 10, 100
+
+
+def _lr(step: int, decay: str) -> float:
+    return lr_at(step, max_lr=MAX_LR, warmup_steps=WARMUP, max_steps=MAX_STEPS, decay=decay)
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear", "constant"])
+def test_warmup_starts_small_and_peaks_at_max_lr(decay: str) -> None:
+    assert _lr(0, decay) == pytest.approx(MAX_LR / WARMUP)
+    warmup = [_lr(s, decay) for s in range(WARMUP)]
+    assert warmup == sorted(warmup)
+    assert _lr(WARMUP - 1, decay) == pytest.approx(MAX_LR)
+    assert _lr(WARMUP, decay) == pytest.approx(MAX_LR)
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_decay_is_monotone_down_to_min_lr(decay: str) -> None:
+    after = [_lr(s, decay) for s in range(WARMUP, MAX_STEPS + 20)]
+    assert all(a >= b for a, b in zip(after, after[1:], strict=False))
+    assert _lr(MAX_STEPS, decay) == pytest.approx(0.1 * MAX_LR)
+    assert _lr(MAX_STEPS + 50, decay) == pytest.approx(0.1 * MAX_LR)
+
+
+def test_cosine_is_halfway_at_midpoint() -> None:
+    mid = WARMUP + (MAX_STEPS - WARMUP) // 2
+    assert _lr(mid, "cosine") == pytest.approx(0.55 * MAX_LR)
+
+
+def test_constant_stays_at_max_lr() -> None:
+    assert _lr(MAX_STEPS + 5, "constant") == MAX_LR
+
+
+def test_no_warmup_starts_at_max_lr() -> None:
+    assert lr_at(0, max_lr=1.0, warmup_steps=0, max_steps=10) == 1.0
+
+
+def test_unknown_decay_is_rejected() -> None:
+    with pytest.raises(ValueError, match="cosine, linear, constant"):
+        _lr(50, "exponential")
+
+
+def test_set_lr_sets_every_group() -> None:
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
+    optimizer = torch.optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=1.0)
+    set_lr(optimizer, 0.25)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.25, 0.25]
