@@ -1,0 +1,129 @@
+"""RunConfig: everything about a run except the architecture (which is ModelConfig).
+
+Sections mirror the command line: `--train.lr=3e-4` sets `RunConfig.train.lr`. Units are on each
+field. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lmforge.errors import LmforgeError
+from lmforge.models.config import ModelConfig
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise LmforgeError(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSection:
+    dir: str
+    """Run directory: config.yaml, metrics.jsonl, checkpoints/, tensorboard/, curves.png."""
+    seed: int = 0
+    """Seeds initialisation, data order, dropout and masking."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: the local CUDA device when there is one, else the CPU."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSection:
+    path: str
+    """A directory written by `lmforge data prepare` (manifest.json, train/, val/)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectiveSection:
+    kind: Literal["clm"] = "clm"
+    """clm: causal language modeling (predict the next token)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSection:
+    max_steps: int = 1000
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Sequences per optimizer step, across accumulation and ranks."""
+    micro_batch_size: int | None = None
+    """Sequences per forward pass on one rank; None: batch_size / world size (no accumulation)."""
+    seq_len: int = 256
+    """Tokens per training sequence."""
+    lr: float = 1e-3
+    """Peak learning rate, reached after warmup."""
+    min_lr_ratio: float = 0.1
+    """Learning rate at max_steps, as a fraction of lr."""
+    warmup_steps: int = 100
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay; never applied to biases, norms or embeddings."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    """Maximum global gradient norm; 0 disables clipping."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast precision of the forward pass; weights and optimizer state stay fp32."""
+    compile: bool = False
+    """torch.compile the model (slower start, faster steps)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "seq_len"):
+            _require(getattr(self, name) > 0, f"train.{name} must be > 0")
+        _require(
+            self.micro_batch_size is None or self.micro_batch_size > 0,
+            "train.micro_batch_size must be > 0",
+        )
+        _require(self.lr > 0, "train.lr must be > 0")
+        _require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]")
+        _require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        _require(self.grad_clip >= 0, "train.grad_clip must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSection:
+    every: int = 200
+    """Evaluate every this many optimizer steps (and after the last); 0: only after the last."""
+    max_batches: int = 50
+    """Micro-batches of the validation split per evaluation; 0: the whole split."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointSection:
+    every: int = 500
+    """Save every this many optimizer steps (and after the last); 0: only after the last."""
+    keep_last: int = 3
+    """Checkpoints kept on disk; older ones are deleted."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSection:
+    every: int = 10
+    """Write a metrics.jsonl row every this many optimizer steps."""
+    tensorboard: bool = True
+    """Mirror metrics to RUN_DIR/tensorboard when tensorboard is installed."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    model: ModelConfig
+    run: RunSection
+    data: DataSection
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    log: LogSection = field(default_factory=LogSection)
+    resume: str = "auto"
+    """auto: continue from RUN_DIR's newest checkpoint if there is one; never; or a checkpoint path."""
+
+    def __post_init__(self) -> None:
+        max_len = self.model.max_seq_len
+        if max_len is not None and self.train.seq_len > max_len:
+            raise LmforgeError(
+                f"train.seq_len={self.train.seq_len} exceeds the model's "
+                f"{self.model.position.kind} positions (model.position.max_positions={max_len}); "
+                f"lower --train.seq_len or raise --model.position.max_positions"
+            )

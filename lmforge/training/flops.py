@@ -1,0 +1,56 @@
+"""Training FLOPs per token and the measured matmul peak, for tokens/s -> FLOP/s -> MFU.
+
+Training FLOPs per token follow Kaplan et al. (2020) and PaLM (Chowdhery et al. 2022, appendix B):
+6 * N for the weight matmuls (forward 2N, backward 4N), with N the parameters that take part in a
+matmul (blocks and output projection; embedding lookups and norms are free), plus 12 * L * D * T for
+the attention scores and weighted values of a T-token context.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from lmforge.models.config import ModelConfig
+
+
+def matmul_parameters(cfg: ModelConfig) -> int:
+    D, F = cfg.d_model, cfg.d_ff
+    attention = 4 * D * D
+    mlp = (3 if cfg.mlp.gated else 2) * D * F
+    cross = 4 * D * D
+    num_decoder = cfg.num_decoder_layers or cfg.num_layers
+    if cfg.family == "encoder_decoder":
+        blocks = cfg.num_layers * (attention + mlp) + num_decoder * (attention + cross + mlp)
+    else:
+        blocks = cfg.num_layers * (attention + mlp)
+    return blocks + cfg.vocab_size * D
+
+
+def training_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    num_layers = cfg.num_layers + (cfg.num_decoder_layers or cfg.num_layers) * (
+        cfg.family == "encoder_decoder"
+    )
+    return 6.0 * matmul_parameters(cfg) + 12.0 * num_layers * cfg.d_model * seq_len
+
+
+def measure_matmul_peak(
+    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, *, size: int = 1024
+) -> float:
+    """Best-of-several FLOP/s of a (size x size) @ (size x size) matmul on `device`."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(3):
+        a @ b
+    for _ in range(5):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * size**3 / best

@@ -1,0 +1,158 @@
+"""Set up a pretraining run: devices, data, run directory, model, optimizer -> a ready Trainer.
+
+Each phase is a function that checks its inputs and says, in one line, what is wrong and how to fix
+it, before any long work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from lmforge.config.loading import dump_yaml, to_dict
+from lmforge.config.schema import RunConfig
+from lmforge.data.shards import TokenDataset, read_manifest
+from lmforge.data.tokenizer import Tokenizer, load_tokenizer
+from lmforge.distributed.parallelize import parallelize
+from lmforge.distributed.setup import DistributedContext, barrier, init_distributed
+from lmforge.errors import LmforgeError
+from lmforge.models.config import ModelConfig
+from lmforge.models.lm import build_model
+from lmforge.objectives.base import build_objective
+from lmforge.training.checkpoint import latest_checkpoint, resolve_checkpoint
+from lmforge.training.flops import measure_matmul_peak
+from lmforge.training.optim import build_optimizer
+from lmforge.training.precision import check_precision_supported
+from lmforge.training.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+# Settings that define what a run directory holds; a different value means a different run.
+_IDENTITY_KEYS = ("model", "objective", ("data", "path"), ("train", "seq_len"), ("run", "seed"))
+
+
+def resolve_vocab_size(model: ModelConfig, tokenizer: Tokenizer, *, explicit: bool) -> ModelConfig:
+    """Fit the embedding to the tokenizer: rounded up to a multiple of 64 (faster matmuls) unless
+    model.vocab_size was given, in which case it must be large enough."""
+    if not explicit:
+        return dataclasses.replace(model, vocab_size=-(-tokenizer.vocab_size // 64) * 64)
+    if tokenizer.vocab_size > model.vocab_size:
+        raise LmforgeError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
+            f"{model.vocab_size}; raise --model.vocab_size to at least {tokenizer.vocab_size}"
+        )
+    return model
+
+
+def _identity(config: dict) -> dict:
+    picked = {}
+    for key in _IDENTITY_KEYS:
+        section, name = (key, None) if isinstance(key, str) else key
+        value = config.get(section, {})
+        picked[f"{section}.{name}" if name else section] = value.get(name) if name else value
+    return picked
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key}: {a!r} there, {b!r} now"
+    return ""
+
+
+def check_run_dir(config: RunConfig) -> Path | None:
+    """Decide where training starts: None (fresh) or the checkpoint to resume from."""
+    run_dir = Path(config.run.dir)
+    if config.resume not in ("auto", "never"):
+        return resolve_checkpoint(Path(config.resume))
+    saved = run_dir / "config.yaml"
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    if not saved.is_file():
+        raise LmforgeError(
+            f"{run_dir} exists and is not an lmforge run directory; choose another --run.dir"
+        )
+    if config.resume == "never":
+        raise LmforgeError(
+            f"{run_dir} already holds a run; choose another --run.dir, or --resume=auto to continue it"
+        )
+    difference = _first_difference(_identity(yaml.safe_load(saved.read_text())), _identity(to_dict(config)))
+    if difference:
+        raise LmforgeError(
+            f"{run_dir} holds a different run ({difference}); choose another --run.dir"
+        )
+    return latest_checkpoint(run_dir)
+
+
+def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tokenizer]:
+    data_dir = Path(config.data.path)
+    manifest = read_manifest(data_dir)
+    tokenizer = load_tokenizer(data_dir)
+    train = TokenDataset(data_dir, "train")
+    has_val = manifest["splits"].get("val", {}).get("num_tokens", 0) > config.train.seq_len
+    val = TokenDataset(data_dir, "val") if has_val else None
+    if val is None:
+        logger.warning("%s has no validation split longer than one sequence: no evaluation", data_dir)
+    return train, val, tokenizer
+
+
+def write_run_files(config: RunConfig, data_dir: Path) -> None:
+    run_dir = Path(config.run.dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_yaml(config, run_dir / "config.yaml")
+    for name in ("tokenizer.json", "special_tokens.json"):
+        if (data_dir / name).is_file():
+            shutil.copyfile(data_dir / name, run_dir / name)
+
+
+def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset()) -> Trainer:
+    """Everything between a resolved config and the first training step."""
+    context = init_distributed(config.run.device)
+    check_precision_supported(config.train.precision, context.device)
+    train_data, val_data, tokenizer = load_data(config)
+    model_config = resolve_vocab_size(
+        config.model, tokenizer, explicit="model.vocab_size" in explicit_keys
+    )
+    config = dataclasses.replace(config, model=model_config)
+    objective = build_objective(config.objective.kind, family=model_config.family)
+    resume_from = check_run_dir(config)
+    if context.is_main:
+        write_run_files(config, Path(config.data.path))
+    barrier()
+    torch.manual_seed(config.run.seed)
+    raw_model = build_model(model_config, device=context.device)
+    model = parallelize(raw_model, context, compile=config.train.compile)
+    optimizer = build_optimizer(
+        raw_model,
+        lr=config.train.lr,
+        weight_decay=config.train.weight_decay,
+        betas=(config.train.beta1, config.train.beta2),
+    )
+    peak_dtype = torch.float32 if config.train.precision == "fp32" else torch.bfloat16
+    if config.train.precision == "fp16":
+        peak_dtype = torch.float16
+    return Trainer(
+        config=config,
+        model=model,
+        raw_model=raw_model,
+        optimizer=optimizer,
+        objective=objective,
+        train_data=train_data,
+        val_data=val_data,
+        context=context,
+        matmul_peak=measure_matmul_peak(context.device, peak_dtype),
+        resume_from=resume_from,
+    )
+
+
+__all__ = ["DistributedContext", "prepare_trainer", "check_run_dir", "resolve_vocab_size"]

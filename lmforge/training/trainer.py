@@ -1,0 +1,302 @@
+"""The training loop: resume, then train_step -> maybe_log -> maybe_evaluate -> maybe_checkpoint.
+
+The trainer knows nothing of model families: an objective turns token windows into the model's
+keyword arguments (with `labels`) and the model returns a summed loss and its number of targets.
+Each micro-batch's loss is divided by the number of targets of the whole optimizer step, across
+accumulation and ranks, so neither accumulation nor world size changes the update (STYLE.md 5).
+Data order is a pure function of the step (see data/windows.py) and so is the learning rate, so a
+checkpoint needs only the step, the weights, the optimizer state and the RNG states to continue
+exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lmforge.config.loading import to_dict
+from lmforge.config.schema import RunConfig
+from lmforge.data.shards import TokenDataset
+from lmforge.data.windows import WindowSampler, eval_batches, micro_batches
+from lmforge.distributed.setup import DistributedContext, all_reduce_sum
+from lmforge.objectives.base import Objective
+from lmforge.training.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from lmforge.training.flops import training_flops_per_token
+from lmforge.training.metrics import MetricsWriter
+from lmforge.training.optim import clip_grad_norm
+from lmforge.training.precision import autocast_context, grad_scaler
+from lmforge.training.progress import TrainingProgress
+from lmforge.training.schedules import lr_at, set_lr
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    loss: float
+    num_targets: int
+    grad_norm: float
+    lr: float
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0
+    last_eval: dict = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        config: RunConfig,
+        model: nn.Module,
+        raw_model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        objective: Objective,
+        train_data: TokenDataset,
+        val_data: TokenDataset | None,
+        context: DistributedContext,
+        matmul_peak: float,
+        resume_from: Path | None,
+    ) -> None:
+        self.config = config
+        self.model = model  # possibly wrapped (DDP, compile); forward goes through it
+        self.raw_model = raw_model  # the bare module, for checkpoints
+        self.optimizer = optimizer
+        self.objective = objective
+        self.context = context
+        self.run_dir = Path(config.run.dir)
+        train = config.train
+        self.micro_batch_size = train.micro_batch_size or train.batch_size // context.world_size
+        self.sampler = WindowSampler(train_data, train.seq_len, seed=config.run.seed)
+        self.val_data = val_data
+        self.device_type = context.device.type
+        self.scaler = grad_scaler(train.precision, self.device_type)
+        self.state = TrainerState()
+        self.resume_from = resume_from
+        self.flops_per_token = training_flops_per_token(config.model, train.seq_len)
+        self.matmul_peak = matmul_peak
+        self.metrics = MetricsWriter(
+            self.run_dir, tensorboard=config.log.tensorboard, is_writer=context.is_main
+        )
+
+    # ---------------------------------------------------------------- loop
+
+    def fit(self) -> dict:
+        """Train to train.max_steps; return the last evaluation's metrics."""
+        self.resume()
+        max_steps = self.config.train.max_steps
+        progress = TrainingProgress(
+            total=max_steps,
+            initial=self.state.step,
+            enabled=self.config.log.progress and self.context.is_main,
+        )
+        self._progress = progress
+        window_start, window_tokens = time.perf_counter(), 0
+        try:
+            while self.state.step < max_steps:
+                step_start = time.perf_counter()
+                result = self.train_step()
+                self.state.step += 1
+                tokens = result.num_targets
+                self.state.tokens_seen += tokens
+                self.state.elapsed_s += time.perf_counter() - step_start
+                window_tokens += tokens
+                tokens_per_s = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                progress.update(self.state.step, result.loss, result.lr, tokens_per_s)
+                if self.maybe_log(result, tokens_per_s):
+                    window_start, window_tokens = time.perf_counter(), 0
+                self.maybe_evaluate()
+                self.maybe_checkpoint()
+        finally:
+            progress.close()
+            self.metrics.close()
+        return self.state.last_eval
+
+    def resume(self) -> None:
+        if self.resume_from is None:
+            return
+        saved = load_checkpoint(self.resume_from, self.raw_model, self.optimizer)
+        self.state = TrainerState(
+            step=saved["step"],
+            tokens_seen=saved.get("tokens_seen", 0),
+            elapsed_s=saved.get("elapsed_s", 0.0),
+            last_eval=saved.get("last_eval", {}),
+        )
+        restore_rng_state(saved["rng"])
+        self.metrics.truncate_after(self.state.step)
+        if self.context.is_main:
+            logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
+
+    # ---------------------------------------------------------------- one step
+
+    def train_step(self) -> StepResult:
+        train = self.config.train
+        lr = lr_at(
+            self.state.step,
+            max_lr=train.lr,
+            warmup_steps=train.warmup_steps,
+            max_steps=train.max_steps,
+            decay=train.decay,
+            min_lr_ratio=train.min_lr_ratio,
+        )
+        set_lr(self.optimizer, lr)
+        # Dropout randomness is a pure function of (seed, step, rank), like the data order, so a
+        # resumed run (on any number of ranks) draws exactly what the uninterrupted one would have.
+        torch.manual_seed(self.config.run.seed * 1_000_003 + self.state.step * 1_009 + self.context.rank)
+        batches = self._step_batches()
+        num_targets = self._global_target_count(batches)
+        loss_sum = self._accumulate_gradients(batches, num_targets)
+        grad_norm = self._clip_gradients()
+        self._optimizer_step()
+        loss = all_reduce_sum(loss_sum.detach()).item() / num_targets
+        return StepResult(loss=loss, num_targets=num_targets, grad_norm=grad_norm, lr=lr)
+
+    def _step_batches(self) -> list[dict[str, torch.Tensor]]:
+        windows = micro_batches(
+            self.sampler,
+            step=self.state.step,
+            batch_size=self.config.train.batch_size,
+            micro_batch_size=self.micro_batch_size,
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+        )
+        device = self.context.device
+        return [
+            {k: v.to(device, non_blocking=True) for k, v in self.objective.make_batch(w).items()}
+            for w in windows
+        ]
+
+    def _global_target_count(self, batches: list[dict[str, torch.Tensor]]) -> int:
+        local = sum((batch["labels"] != -100).sum() for batch in batches)
+        return int(all_reduce_sum(torch.as_tensor(local, device=self.context.device)).item())
+
+    def _accumulate_gradients(
+        self, batches: list[dict[str, torch.Tensor]], num_targets: int
+    ) -> torch.Tensor:
+        """Forward and backward every micro-batch; gradients end up d(sum of losses / num_targets).
+
+        DDP averages gradients over ranks, so each rank's loss is scaled by the world size to turn
+        that average back into the global sum.
+        """
+        scale = self.context.world_size / max(num_targets, 1)
+        loss_sum = torch.zeros((), device=self.context.device)
+        for index, batch in enumerate(batches):
+            is_last = index == len(batches) - 1
+            with self._maybe_no_sync(is_last), autocast_context(
+                self.config.train.precision, self.device_type
+            ):
+                output = self.model(**batch)
+            self.scaler.scale(output.loss_sum * scale).backward()
+            loss_sum += output.loss_sum.detach().float()
+        return loss_sum
+
+    def _maybe_no_sync(self, is_last: bool) -> contextlib.AbstractContextManager:
+        no_sync = getattr(self.model, "no_sync", None)
+        return no_sync() if no_sync is not None and not is_last else contextlib.nullcontext()
+
+    def _clip_gradients(self) -> float:
+        self.scaler.unscale_(self.optimizer)
+        return clip_grad_norm(self.raw_model.parameters(), self.config.train.grad_clip)
+
+    def _optimizer_step(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ---------------------------------------------------------------- periodic work
+
+    def _is_due(self, every: int) -> bool:
+        step = self.state.step
+        return step == self.config.train.max_steps or (every > 0 and step % every == 0)
+
+    def maybe_log(self, result: StepResult, tokens_per_s: float) -> bool:
+        if not self._is_due(self.config.log.every):
+            return False
+        flops = tokens_per_s * self.flops_per_token
+        row = {
+            "step": self.state.step,
+            "loss": result.loss,
+            "lr": result.lr,
+            "grad_norm": result.grad_norm,
+            "tokens_per_s": tokens_per_s,
+            "mfu": flops / (self.matmul_peak * self.context.world_size),
+            "tokens_seen": self.state.tokens_seen,
+            "elapsed_s": self.state.elapsed_s,
+        }
+        self.metrics.log(row)
+        return True
+
+    def maybe_evaluate(self) -> None:
+        if self.val_data is None or not self._is_due(self.config.eval.every):
+            return
+        metrics = self.evaluate()
+        self.state.last_eval = {"step": self.state.step, **metrics}
+        self.metrics.log({"step": self.state.step, **metrics})
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        if self.context.is_main:
+            self._progress.write(f"step {self.state.step}: {summary}")
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss (nats per token), perplexity and bits per byte of the raw text."""
+        assert self.val_data is not None
+        was_training = self.model.training
+        self.model.eval()
+        sampler = WindowSampler(self.val_data, self.config.train.seq_len, seed=0, shuffle=False)
+        totals = torch.zeros(2, dtype=torch.float64, device=self.context.device)
+        for windows in eval_batches(
+            sampler,
+            micro_batch_size=self.micro_batch_size,
+            max_batches=self.config.eval.max_batches,
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+        ):
+            batch = {k: v.to(self.context.device) for k, v in self.objective.make_batch(windows).items()}
+            with autocast_context(self.config.train.precision, self.device_type):
+                output = self.raw_model(**batch)
+            totals += torch.stack([output.loss_sum.double(), output.num_targets.double()])
+        loss_sum, count = all_reduce_sum(totals).tolist()
+        self.model.train(was_training)
+        loss = loss_sum / max(count, 1)
+        # bits/byte = nats/token * tokens/byte / ln 2: comparable across tokenizers (and with
+        # character-level models on ASCII text, where bytes are characters).
+        bits_per_byte = loss * self.val_data.tokens_per_byte / math.log(2)
+        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_bpb": bits_per_byte}
+
+    def maybe_checkpoint(self) -> None:
+        if not self._is_due(self.config.checkpoint.every):
+            return
+        trainer_state = {
+            "step": self.state.step,
+            "tokens_seen": self.state.tokens_seen,
+            "elapsed_s": self.state.elapsed_s,
+            "last_eval": self.state.last_eval,
+            "data_position": {"windows_consumed": self.state.step * self.config.train.batch_size},
+            "rng": capture_rng_state(),
+        }
+        if self.context.is_main:
+            save_checkpoint(
+                self.run_dir,
+                self.state.step,
+                self.raw_model,
+                self.optimizer,
+                trainer_state,
+                model_config=to_dict(self.config.model),
+                keep_last=self.config.checkpoint.keep_last,
+            )
