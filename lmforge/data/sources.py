@@ -109,6 +109,12 @@ def iter_documents(
         raise LmforgeError(f"{spec} holds no documents (all {len(files)} files are empty)")
 
 
+def check_spec(spec: str) -> None:
+    """Fail early, before any work, on a local input that matches nothing."""
+    if not spec.startswith(("hf:", "builtin:")):
+        resolve_files(spec)
+
+
 def _has_magic(spec: str) -> bool:
     return glob.has_magic(spec) or Path(spec).is_dir()
 
