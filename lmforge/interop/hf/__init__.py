@@ -1,1 +1,125 @@
-"""interop/hf."""
+"""Hugging Face `transformers` interop: the family registry and reading/writing HF model folders.
+
+Families are looked up by HF `model_type` (config.json). Each family module (gpt2.py, bloom.py)
+describes its checkpoint layout as data; `convert.py` applies it. `transformers` is optional and
+imported only where a function needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.interop.hf.convert import (
+    hf_state_dict_to_ours,
+    mismatched_fields,
+    ours_to_hf_state_dict,
+)
+from lmforge.models.config import ModelConfig
+
+FAMILIES: dict[str, str] = {
+    "gpt2": "lmforge.interop.hf.gpt2",
+    "bloom": "lmforge.interop.hf.bloom",
+}
+"""HF model_type -> the module describing it."""
+
+
+def get_family(model_type: str) -> ModuleType:
+    """The family module for an HF `model_type`; an error lists the supported ones."""
+    if model_type not in FAMILIES:
+        raise LmforgeError(
+            f"HF model_type {model_type!r} is not supported; supported: {', '.join(FAMILIES)}"
+        )
+    return importlib.import_module(FAMILIES[model_type])
+
+
+def family_for_config(cfg: ModelConfig) -> ModuleType:
+    """The family whose checkpoints can represent `cfg`; the error says what each one lacks."""
+    reasons = []
+    for model_type in FAMILIES:
+        family = get_family(model_type)
+        wrong = mismatched_fields(cfg, family.REQUIRED, model_type)
+        if not wrong:
+            return family
+        reasons.append(f"{model_type}: {', '.join(wrong)}")
+    raise LmforgeError(f"no HF architecture fits this model ({'; '.join(reasons)})")
+
+
+def _read_weight_files(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of an HF folder: model.safetensors or pytorch_model.bin, sharded or not."""
+    from safetensors.torch import load_file
+
+    def load_bin(file: Path) -> dict[str, torch.Tensor]:
+        # weights_only: a pickle that is not plain tensors is refused instead of executed.
+        return torch.load(file, map_location="cpu", weights_only=True)
+
+    for name, load in (("model.safetensors", load_file), ("pytorch_model.bin", load_bin)):
+        if (path / name).is_file():
+            return load(path / name)
+        index = path / f"{name}.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return {k: v for shard in shards for k, v in load(path / shard).items()}
+    raise LmforgeError(
+        f"{path} has no model.safetensors or pytorch_model.bin (nor a sharded index of either)"
+    )
+
+
+def load_hf_model_dir(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Read a saved HF folder (config.json + weights) into our config and state dict.
+
+    Only local files are read and no remote code runs.
+    """
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise LmforgeError(f"{path} is not a Hugging Face model folder: config.json is missing")
+    model_type = json.loads(config_file.read_text()).get("model_type", "<none>")
+    family = get_family(model_type)
+    from transformers import AutoConfig
+
+    hf_config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    cfg = family.config_from_hf(hf_config)
+    hf_sd = _read_weight_files(path)
+    # Checkpoints saved from the bare body model (no LM head) lack the body prefix.
+    prefix = family.BASE_PREFIX
+    if not any(key.startswith(prefix) for key in hf_sd):
+        hf_sd = {k if k.startswith("lm_head.") else prefix + k: v for k, v in hf_sd.items()}
+    return cfg, hf_state_dict_to_ours(family, hf_sd, cfg)
+
+
+def build_hf_model(cfg: ModelConfig, state_dict: dict[str, torch.Tensor] | None = None):
+    """The HF model (eval mode) for our `cfg`, holding `state_dict` (ours) if given."""
+    family = family_for_config(cfg)
+    model = family.hf_model_class()(family.config_to_hf(cfg))
+    if state_dict is not None:
+        model.load_state_dict(ours_to_hf_state_dict(family, state_dict, cfg), strict=True)
+    return model.eval()
+
+
+def save_hf_model_dir(model: torch.nn.Module, out_dir: str | os.PathLike[str]) -> None:
+    """Write our `model` as an HF folder (config.json + model.safetensors) via `save_pretrained`.
+
+    The folder is written beside `out_dir` and renamed into place, so an interrupted export never
+    leaves something that looks complete.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise LmforgeError(f"{out_dir} already exists; choose a new output folder")
+    hf_model = build_hf_model(model.config, model.state_dict())
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        hf_model.save_pretrained(staging)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,190 @@
+"""The generic engine that converts state dicts between lmforge and Hugging Face `transformers`.
+
+A family module (gpt2.py, bloom.py, ...) describes one HF architecture as data:
+
+- `KEY_MAP`: our parameter name -> theirs, with `{i}` standing for the layer index;
+- `TRANSFORMS`: our parameter name -> a named `Transform` for tensors whose layout differs
+  (GPT-2's Conv1D stores (in, out); BLOOM interleaves q, k, v per head);
+- `TIED_HF_KEY`: the HF name of the output matrix, present in HF state dicts even when it is tied
+  to the word embeddings (we store it once, as `token_embed.weight`);
+- `IGNORED_HF_KEYS`: regular expressions for HF entries that carry no weights (old causal-mask
+  buffers);
+- `config_from_hf`, `config_to_hf`, `hf_model_class()`.
+
+This engine applies such a description in both directions and checks it against the parameters our
+model expects (built on the meta device: shapes only, no memory). Every unmapped, missing and
+mis-shaped key is collected and reported in one `LmforgeError`, so a bad checkpoint shows all of its
+problems at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.models.config import ModelConfig
+from lmforge.models.lm import build_model
+
+_EMBEDDING_KEY = "token_embed.weight"
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A named layout change, with its inverse; both take the tensor and our model config."""
+
+    name: str
+    to_ours: Callable[[torch.Tensor, ModelConfig], torch.Tensor]
+    to_hf: Callable[[torch.Tensor, ModelConfig], torch.Tensor]
+
+
+def _transpose(tensor: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    return tensor.t()
+
+
+# Conv1D (GPT-2) keeps weights as (in, out), nn.Linear as (out, in); transposing is self-inverse.
+TRANSPOSE = Transform("transpose", _transpose, _transpose)
+
+
+def mismatched_fields(
+    cfg: ModelConfig, required: Mapping[str, object], architecture: str
+) -> list[str]:
+    """Each dotted field of `cfg` that differs from `required`, as "model.x=value (... needs y)"."""
+    wrong = []
+    for path, needed in required.items():
+        value: object = cfg
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value != needed:
+            wrong.append(f"model.{path}={value!r} ({architecture} needs {needed!r})")
+    return wrong
+
+
+def require_fields(cfg: ModelConfig, required: Mapping[str, object], architecture: str) -> None:
+    """Raise one `LmforgeError` naming every dotted field of `cfg` that differs from `required`."""
+    wrong = mismatched_fields(cfg, required, architecture)
+    if wrong:
+        raise LmforgeError(f"this model cannot be exported as {architecture}: {', '.join(wrong)}")
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Our state-dict keys and shapes for `cfg`, from a model on the meta device (no memory)."""
+    model = build_model(cfg, device="meta")
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def _pattern(our_template: str) -> re.Pattern[str]:
+    return re.compile(re.escape(our_template).replace(r"\{i\}", r"(\d+)") + "$")
+
+
+def _lookup(family: ModuleType, our_key: str) -> tuple[str, Transform | None] | None:
+    """The HF key and transform for one of our keys, or None when the family map lacks it."""
+    for template, hf_template in family.KEY_MAP.items():
+        match = _pattern(template).match(our_key)
+        if match:
+            layer = match.group(1) if match.groups() else None
+            hf_key = hf_template if layer is None else hf_template.replace("{i}", layer)
+            return hf_key, family.TRANSFORMS.get(template)
+    return None
+
+
+def _apply(
+    transform: Transform | None, direction: str, tensor: torch.Tensor, cfg: ModelConfig
+) -> torch.Tensor | None:
+    """`tensor` through one direction of `transform`; None when its shape does not fit it."""
+    if transform is None:
+        return tensor
+    try:
+        return getattr(transform, direction)(tensor, cfg)
+    except RuntimeError:  # a view/reshape that does not fit: reported as mis-shaped
+        return None
+
+
+def _is_ignored(family: ModuleType, hf_key: str) -> bool:
+    return any(re.fullmatch(pattern, hf_key) for pattern in family.IGNORED_HF_KEYS)
+
+
+def _raise_problems(direction: str, problems: dict[str, list[str]]) -> None:
+    parts = [f"{kind} ({len(keys)}): {', '.join(keys)}" for kind, keys in problems.items() if keys]
+    if parts:
+        raise LmforgeError(
+            f"cannot convert {direction}: " + "; ".join(parts) + ". Check that the checkpoint "
+            "matches its config.json (model_type, sizes, tie_word_embeddings)."
+        )
+
+
+def hf_state_dict_to_ours(
+    family: ModuleType, hf_sd: Mapping[str, torch.Tensor], our_cfg: ModelConfig
+) -> dict[str, torch.Tensor]:
+    """Map an HF state dict of `family` onto our parameter names and layouts.
+
+    Raises `LmforgeError` listing every missing, mis-shaped and unmapped key.
+    """
+    problems: dict[str, list[str]] = {"missing": [], "mis-shaped": [], "unmapped": []}
+    used: set[str] = set()
+    ours: dict[str, torch.Tensor] = {}
+    for our_key, shape in expected_shapes(our_cfg).items():
+        entry = _lookup(family, our_key)
+        if entry is None:
+            problems["unmapped"].append(f"{our_key} (no HF name in {family.__name__})")
+            continue
+        hf_key, transform = entry
+        if hf_key not in hf_sd:
+            problems["missing"].append(hf_key)
+            continue
+        used.add(hf_key)
+        tensor = _apply(transform, "to_ours", hf_sd[hf_key], our_cfg)
+        if tensor is None or tuple(tensor.shape) != shape:
+            problems["mis-shaped"].append(
+                f"{hf_key} {tuple(hf_sd[hf_key].shape)} -> {our_key} expects {shape}"
+            )
+            continue
+        ours[our_key] = tensor.contiguous()
+    tied = family.TIED_HF_KEY
+    if our_cfg.tie_word_embeddings and tied in hf_sd and _EMBEDDING_KEY in ours:
+        used.add(tied)
+        # A "tied" checkpoint whose head differs from its embeddings is not tied: refuse to guess.
+        if not torch.equal(hf_sd[tied], hf_sd[family.KEY_MAP[_EMBEDDING_KEY]]):
+            problems["mis-shaped"].append(
+                f"{tied} differs from the word embeddings although tie_word_embeddings is true"
+            )
+    leftovers = [k for k in hf_sd if k not in used and not _is_ignored(family, k)]
+    problems["unmapped"].extend(leftovers)
+    _raise_problems(f"from HF {family.MODEL_TYPE}", problems)
+    return ours
+
+
+def ours_to_hf_state_dict(
+    family: ModuleType, our_sd: Mapping[str, torch.Tensor], our_cfg: ModelConfig
+) -> dict[str, torch.Tensor]:
+    """Map our state dict onto the HF names and layouts of `family`.
+
+    With tied embeddings the HF output matrix (`TIED_HF_KEY`) is emitted as the embedding tensor, as
+    HF's own `state_dict()` lists it. Raises `LmforgeError` on missing, mis-shaped, unmapped keys.
+    """
+    problems: dict[str, list[str]] = {"missing": [], "mis-shaped": [], "unmapped": []}
+    shapes = expected_shapes(our_cfg)
+    hf_sd: dict[str, torch.Tensor] = {}
+    for our_key, shape in shapes.items():
+        entry = _lookup(family, our_key)
+        if entry is None:
+            problems["unmapped"].append(f"{our_key} (no HF name in {family.__name__})")
+        elif our_key not in our_sd:
+            problems["missing"].append(our_key)
+        elif tuple(our_sd[our_key].shape) != shape:
+            problems["mis-shaped"].append(
+                f"{our_key} {tuple(our_sd[our_key].shape)}, expected {shape}"
+            )
+        else:
+            hf_key, transform = entry
+            # Shapes were checked above, so the transform fits.
+            hf_sd[hf_key] = _apply(transform, "to_hf", our_sd[our_key], our_cfg).contiguous()
+    problems["unmapped"].extend(k for k in our_sd if k not in shapes)
+    _raise_problems(f"to HF {family.MODEL_TYPE}", problems)
+    if our_cfg.tie_word_embeddings:
+        hf_sd[family.TIED_HF_KEY] = hf_sd[family.KEY_MAP[_EMBEDDING_KEY]]
+    return hf_sd
