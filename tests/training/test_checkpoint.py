@@ -19,6 +19,7 @@ from lmforge.training.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from lmforge.training.optim import build_optimizer
 
 
 class TiedLM(nn.Module):
@@ -33,10 +34,10 @@ class TiedLM(nn.Module):
         return self.lm_head(self.proj(self.embed(ids)))
 
 
-def _trained(seed: int = 0) -> tuple[TiedLM, torch.optim.AdamW]:
+def _trained(seed: int = 0) -> tuple[TiedLM, torch.optim.Optimizer]:
     torch.manual_seed(seed)
     model = TiedLM()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    optimizer = build_optimizer(model, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95))
     ids = torch.randint(0, 13, (2, 5))
     for _ in range(2):
         optimizer.zero_grad()
@@ -59,7 +60,7 @@ def test_round_trip_restores_weights_optimizer_rng_and_ties(tmp_path: Path) -> N
     expected = (torch.rand(3), np.random.rand(), random.random())
 
     fresh, _ = _trained(seed=1)
-    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    fresh_optimizer = build_optimizer(fresh, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95))
     state = load_checkpoint(tmp_path, fresh, fresh_optimizer)
 
     assert path.name == "step-0000100" and state["step"] == 100
@@ -70,6 +71,8 @@ def test_round_trip_restores_weights_optimizer_rng_and_ties(tmp_path: Path) -> N
     saved_state = optimizer.state_dict()["state"]
     for index, entry in fresh_optimizer.state_dict()["state"].items():
         torch.testing.assert_close(entry["exp_avg"], saved_state[index]["exp_avg"])
+        torch.testing.assert_close(entry["step"], saved_state[index]["step"])
+    assert fresh_optimizer.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
     assert torch.equal(torch.rand(3), expected[0])
     assert np.random.rand() == expected[1] and random.random() == expected[2]
     assert json.loads((path / "model_config.json").read_text()) == {"d_model": 8}
