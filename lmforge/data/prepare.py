@@ -57,7 +57,7 @@ SPLITS = ("train", "val")
 class _Stats:
     """What the read side saw: per-input document counts and decoding damage."""
 
-    documents_per_input: Counter = field(default_factory=Counter)
+    documents_per_input: list[int] = field(default_factory=list)
     replaced_per_file: Counter = field(default_factory=Counter)
 
 
@@ -188,7 +188,10 @@ def _prepare_into(
         "dtype": dtype,
         "separator_id": separator_id,
         "splits": splits,
-        "sources": [{"input": s, "num_documents": stats.documents_per_input[s]} for s in inputs],
+        "sources": [
+            {"input": spec, "num_documents": count}
+            for spec, count in zip(inputs, stats.documents_per_input, strict=True)
+        ],
         "encoding": options["encoding"],
         "replaced_bytes": sum(stats.replaced_per_file.values()),
         "files_with_replacements": dict(sorted(stats.replaced_per_file.items())),
@@ -208,14 +211,15 @@ def _count_documents(inputs: list[str], options: dict) -> tuple[int, int]:
 
 
 def _documents(inputs: list[str], options: dict, stats: _Stats) -> Iterator[Document]:
-    for spec in inputs:
+    stats.documents_per_input = [0] * len(inputs)
+    for position, spec in enumerate(inputs):
         for document in iter_documents(
             spec,
             split_by=options["split_by"],
             text_field=options["text_field"],
             encoding=options["encoding"],
         ):
-            stats.documents_per_input[spec] += 1
+            stats.documents_per_input[position] += 1
             if document.replaced_bytes:
                 stats.replaced_per_file[document.source] += document.replaced_bytes
             yield document
