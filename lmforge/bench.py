@@ -1,0 +1,193 @@
+"""Training-throughput benchmark of our decoder models, optionally against HF `transformers`.
+
+One training step = forward + loss + backward + AdamW step + zero_grad, on a fixed random batch.
+Both sides get the same shape, the same initial weights (ours exported through `interop.hf`),
+dropout 0, the same batch, weights in fp32 and, for bf16, `torch.autocast("cpu", torch.bfloat16)`
+around the forward pass and loss. Our optimizer is `training.optim.build_optimizer` (fused AdamW);
+HF's is a plain `torch.optim.AdamW` with its defaults (on CPU: the single-tensor for-loop
+implementation), which is what an HF training script gets unless it asks for more.
+
+FLOP/s use `training.flops.training_flops_per_token` (Kaplan et al. 2020 / PaLM appendix B: 6 x
+matmul parameters, lm head included, + 12 x layers x d_model x seq_len for attention), the same
+definition as the trainer's `mfu`; the fraction is taken of the matmul peak measured at run time in
+the benchmark's precision. The timing loop never lives in tests.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.models.config import ModelConfig
+from lmforge.models.heads import IGNORE_INDEX
+from lmforge.models.lm import build_model
+from lmforge.models.presets import get_preset
+from lmforge.training.flops import measure_matmul_peak, training_flops_per_token
+from lmforge.training.optim import build_optimizer
+from lmforge.training.precision import autocast_context
+
+DEFAULT_MODELS = ("gpt2-tiny", "gpt2-30m", "bloom-tiny")
+DEFAULT_PRECISIONS = ("fp32", "bf16")
+DEFAULT_SHAPES = {"gpt2-tiny": (8, 256), "gpt2-30m": (8, 256), "bloom-tiny": (8, 256)}
+"""(batch_size, seq_len) per preset when neither is given."""
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class BenchResult:
+    model: str
+    precision: str
+    batch_size: int
+    seq_len: int
+    ours_tokens_per_s: float
+    fraction_of_matmul_peak: float
+    matmul_peak_flops: float
+    hf_tokens_per_s: float | None = None
+    hf_fraction_of_matmul_peak: float | None = None
+    ratio: float | None = None
+    """ours_tokens_per_s / hf_tokens_per_s."""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _random_batch(cfg: ModelConfig, batch_size: int, seq_len: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, cfg.vocab_size, (batch_size, seq_len), generator=generator)
+
+
+def _aligned_labels(input_ids: torch.Tensor) -> torch.Tensor:
+    """Our labels are aligned with positions: the target of t is token t + 1 (HF shifts inside)."""
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels[:, :-1] = input_ids[:, 1:]
+    return labels
+
+
+def median_step_seconds(
+    steps_by_name: dict[str, Callable[[], None]], *, warmup: int, steps: int
+) -> dict[str, float]:
+    """Median wall time per named step function, after `warmup` untimed calls of each.
+
+    The functions take turns (ours, HF, ours, HF, ...) so that load from other processes on a shared
+    machine lands on both sides alike instead of on whichever happened to run during it.
+    """
+    for _ in range(warmup):
+        for step in steps_by_name.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
+    for _ in range(steps):
+        for name, step in steps_by_name.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def our_train_step(model: torch.nn.Module, input_ids: torch.Tensor, precision: str):
+    """A closure running one training step of our model (loss = loss_sum / num_targets)."""
+    optimizer = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95))
+    labels = _aligned_labels(input_ids)
+
+    def step() -> None:
+        with autocast_context(precision, "cpu"):
+            output = model(input_ids, labels=labels)
+            loss = output.loss_sum / output.num_targets
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def hf_train_step(hf_model: torch.nn.Module, input_ids: torch.Tensor, precision: str):
+    """A closure running one training step of the HF model, the way an HF script would."""
+    optimizer = torch.optim.AdamW(hf_model.parameters(), lr=3e-4)
+
+    def step() -> None:
+        with autocast_context(precision, "cpu"):
+            loss = hf_model(input_ids, labels=input_ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_shape(
+    name: str,
+    precision: str,
+    *,
+    batch_size: int,
+    seq_len: int,
+    steps: int,
+    warmup: int,
+    against_hf: bool,
+    peak_flops: float,
+) -> BenchResult:
+    """Benchmark one preset in one precision (fp32 weights on both sides)."""
+    cfg = get_preset(name)
+    if cfg.max_seq_len is not None and seq_len > cfg.max_seq_len:
+        raise LmforgeError(f"--seq-len {seq_len} exceeds {name}'s {cfg.max_seq_len} positions")
+    input_ids = _random_batch(cfg, batch_size, seq_len)
+    flops_per_token = training_flops_per_token(cfg, seq_len)
+    tokens = batch_size * seq_len
+    model = build_model(cfg).train()
+    steps_by_name = {"ours": our_train_step(model, input_ids, precision)}
+    if against_hf:
+        from lmforge.interop.hf import build_hf_model
+
+        hf_model = build_hf_model(cfg, model.state_dict()).train()  # same initial weights
+        steps_by_name["hf"] = hf_train_step(hf_model, input_ids, precision)
+    seconds = median_step_seconds(steps_by_name, warmup=warmup, steps=steps)
+    flops_per_s = {name: tokens / value * flops_per_token for name, value in seconds.items()}
+    result = BenchResult(
+        model=name,
+        precision=precision,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        ours_tokens_per_s=tokens / seconds["ours"],
+        fraction_of_matmul_peak=flops_per_s["ours"] / peak_flops,
+        matmul_peak_flops=peak_flops,
+    )
+    if against_hf:
+        result.hf_tokens_per_s = tokens / seconds["hf"]
+        result.hf_fraction_of_matmul_peak = flops_per_s["hf"] / peak_flops
+        result.ratio = seconds["hf"] / seconds["ours"]
+    return result
+
+
+def run_benchmarks(
+    models: list[str],
+    precisions: list[str],
+    *,
+    steps: int,
+    warmup: int,
+    batch_size: int | None,
+    seq_len: int | None,
+    against_hf: bool,
+) -> Iterator[BenchResult]:
+    """Yield one result per (model, precision), measuring each precision's matmul peak once."""
+    for precision in precisions:
+        if precision not in _DTYPES:
+            raise LmforgeError(f"unknown precision {precision!r}; use fp32 or bf16")
+    for name in models:
+        get_preset(name)  # fail on a bad name before the long measurements start
+    peaks = {p: measure_matmul_peak("cpu", _DTYPES[p], size=2048) for p in precisions}
+    for name in models:
+        default_batch, default_seq = DEFAULT_SHAPES.get(name, (8, 256))
+        for precision in precisions:
+            yield bench_shape(
+                name,
+                precision,
+                batch_size=batch_size or default_batch,
+                seq_len=seq_len or default_seq,
+                steps=steps,
+                warmup=warmup,
+                against_hf=against_hf,
+                peak_flops=peaks[precision],
+            )
