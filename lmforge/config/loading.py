@@ -194,3 +194,19 @@ def model_config_from_dict(values: dict) -> ModelConfig:
 
 def dump_yaml(config: Any, path: Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def user_keys(preset_or_yaml: str, overrides: dict[str, str]) -> set[str]:
+    """Dotted keys the user set (in the YAML or on the command line), as opposed to defaults."""
+    keys = set(overrides)
+    path = Path(preset_or_yaml)
+    if path.is_file():
+
+        def walk(tree: dict, prefix: str) -> None:
+            for key, value in tree.items():
+                keys.add(prefix + key)
+                if isinstance(value, dict):
+                    walk(value, f"{prefix}{key}.")
+
+        walk(_read_yaml(path), "")
+    return keys

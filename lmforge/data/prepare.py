@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
+
 import multiprocessing
 import os
 import shutil
@@ -161,8 +161,7 @@ def _prepare_into(
     stats = _Stats()
     first_val_index = total_bytes = None
     if options["split"] == "tail" and options["val_fraction"] > 0:
-        num_documents, total_bytes = _count_documents(inputs, options)
-        first_val_index = num_documents - math.ceil(num_documents * options["val_fraction"])
+        first_val_index, total_bytes = _tail_start(inputs, options)
     writers = {name: _ShardWriter(tmp, name, dtype, options["shard_tokens"]) for name in SPLITS}
     started = time.perf_counter()
     batches = _batches(_documents(inputs, options, stats), options)
@@ -201,13 +200,20 @@ def _prepare_into(
     return manifest
 
 
-def _count_documents(inputs: list[str], options: dict) -> tuple[int, int]:
-    """First pass of the tail split: documents and UTF-8 bytes, without tokenizing."""
-    count = num_bytes = 0
-    for document in _documents(inputs, options, _Stats()):
-        count += 1
-        num_bytes += len(document.text.encode("utf-8"))
-    return count, num_bytes
+def _tail_start(inputs: list[str], options: dict) -> tuple[int, int]:
+    """First pass of the tail split, without tokenizing: the index of the first val document and
+    the total UTF-8 bytes.
+
+    The cut is by bytes, as nanoGPT cuts tinyshakespeare (first 90% of the text for train): val
+    starts at the first document that begins at or after (1 - val_fraction) of the text.
+    """
+    sizes = np.fromiter(
+        (len(d.text.encode("utf-8")) for d in _documents(inputs, options, _Stats())), dtype=np.int64
+    )
+    starts = np.cumsum(sizes) - sizes
+    cut = (1 - options["val_fraction"]) * sizes.sum()
+    first_val = int(np.searchsorted(starts, cut, side="left"))
+    return min(first_val, max(len(sizes) - 1, 0)), int(sizes.sum())
 
 
 def _documents(inputs: list[str], options: dict, stats: _Stats) -> Iterator[Document]:

@@ -30,7 +30,6 @@ from lmforge.objectives.base import Objective
 from lmforge.training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
-    restore_rng_state,
     save_checkpoint,
 )
 from lmforge.training.flops import training_flops_per_token
@@ -138,7 +137,6 @@ class Trainer:
             elapsed_s=saved.get("elapsed_s", 0.0),
             last_eval=saved.get("last_eval", {}),
         )
-        restore_rng_state(saved["rng"])
         self.metrics.truncate_after(self.state.step)
         if self.context.is_main:
             logger.info("resumed from %s at step %d", self.resume_from, self.state.step)

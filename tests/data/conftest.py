@@ -9,7 +9,7 @@ import pytest
 from lmforge.data.sources import iter_documents
 from lmforge.data.tokenizer import Tokenizer, train_tokenizer
 
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared beside the repo
 SHAKESPEARE = SHARED_DATA / "tinyshakespeare" / "input.txt"
 
 
@@ -48,7 +48,7 @@ def text_file(tmp_path: Path, paragraphs: list[str]) -> Path:
 
 @pytest.fixture
 def shared_data():
-    """Returns a path under /work/shared/data, skipping the test with the reason when absent."""
+    """Returns a path under ../shared/data, skipping the test with the reason when absent."""
 
     def get(relative: str) -> Path:
         path = SHARED_DATA / relative

@@ -77,7 +77,10 @@ def test_hash_split_is_deterministic_and_tail_split_takes_the_last_documents(
     prepare([text_file], bpe_dir, tmp_path / "tail", val_fraction=0.1, split="tail")
     documents = [d.text for d in iter_documents(str(text_file))]
     stored = stored_documents(tmp_path / "tail")
-    assert stored == {"train": documents[:54], "val": documents[54:]}  # 60 docs, ceil(6.0) val
+    sizes = [len(d.encode()) for d in documents]
+    # nanoGPT's convention: val starts with the first document at or past 90% of the bytes.
+    first_val = next(i for i in range(len(sizes)) if sum(sizes[:i]) >= 0.9 * sum(sizes))
+    assert stored == {"train": documents[:first_val], "val": documents[first_val:]}
 
 
 def test_latin1_replacements_are_counted_and_encoding_option_decodes(bpe_dir, tmp_path, caplog):

@@ -1,0 +1,61 @@
+"""Fixtures shared by all tests: seeded generators, the shared datasets, a small prepared corpus."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+"""../shared/data beside the repository (present in CI; absent in a user's clone)."""
+
+TINY_MODEL = [
+    "--model.d_model=32",
+    "--model.num_heads=2",
+    "--model.num_layers=2",
+    "--model.d_ff=64",
+    "--train.seq_len=32",
+    "--log.progress=false",
+    "--log.tensorboard=false",
+    "--log.every=1",
+]
+"""Overrides that shrink any preset to a test-sized model (2 layers, width 32)."""
+
+
+def shared_file(relative: str) -> Path:
+    """A file under ../shared/data, or a clean skip where that folder is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} not found: the shared datasets sit beside the repository only in CI")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    default_dtype = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(default_dtype)
+
+
+@pytest.fixture(scope="session")
+def python_docs_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python's own documentation (builtin:python-docs), BPE-tokenized (vocab 512) and prepared."""
+    from lmforge.data.prepare import prepare_data
+    from lmforge.data.sources import iter_documents
+    from lmforge.data.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("python-docs")
+    documents = (d.text for _, d in zip(range(1500), iter_documents("builtin:python-docs")))
+    tokenizer_dir = train_tokenizer("bpe", 512, documents).save(root / "tokenizer")
+    prepare_data(
+        ["builtin:python-docs"], tokenizer_dir, root / "data", workers=1, val_fraction=0.02,
+        progress=False,
+    )
+    return root / "data"

@@ -1,0 +1,104 @@
+"""Properties every family must have, and every preset building on the meta device."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lmforge.models.config import ModelConfig, NormConfig, PositionConfig
+from lmforge.models.lm import build_model
+from lmforge.models.presets import PRESETS, get_preset
+
+
+def tiny(name: str, **changes) -> ModelConfig:
+    base = get_preset(name)
+    return dataclasses.replace(
+        base, vocab_size=96, d_model=32, num_heads=4, num_layers=2, d_ff=64, **changes
+    )
+
+
+# One test config per family and per distinctive wiring of the block library.
+VARIANTS = {
+    "gpt2": tiny("gpt2-tiny"),
+    "bloom": tiny("bloom-tiny"),
+    "rope-decoder": tiny("gpt2-tiny", position=PositionConfig(kind="rope")),
+    "post-norm-encoder": tiny(
+        "gpt2-tiny", family="encoder", norm=NormConfig(placement="post")
+    ),
+    "t5-like-encoder-decoder": tiny(
+        "gpt2-tiny",
+        family="encoder_decoder",
+        norm=NormConfig(kind="rmsnorm", bias=False),
+        position=PositionConfig(kind="relative_bias"),
+    ),
+}
+
+
+def _forward(model, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    if model.config.family == "encoder_decoder":
+        return model(ids, decoder_input_ids=ids, attention_mask=mask, decoder_attention_mask=mask).logits
+    return model(ids, attention_mask=mask).logits
+
+
+@pytest.mark.parametrize("name", [n for n, c in VARIANTS.items() if c.family == "decoder"])
+def test_causal_models_ignore_future_tokens(name: str) -> None:
+    model = build_model(VARIANTS[name]).eval()
+    ids = torch.randint(0, 96, (2, 12))
+    changed = ids.clone()
+    changed[:, 8:] = (changed[:, 8:] + 1) % 96
+    torch.testing.assert_close(_forward(model, ids)[:, :8], _forward(model, changed)[:, :8])
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_appended_padding_does_not_change_outputs(name: str) -> None:
+    model = build_model(VARIANTS[name]).eval()
+    ids = torch.randint(0, 96, (2, 10))
+    padded = torch.cat([ids, torch.zeros(2, 5, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(2, 10), torch.zeros(2, 5)], dim=1).long()
+    torch.testing.assert_close(
+        _forward(model, padded, mask)[:, :10], _forward(model, ids), atol=1e-5, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("name", [n for n, c in VARIANTS.items() if c.family == "decoder"])
+def test_cached_decoding_equals_full_recomputation(name: str) -> None:
+    model = build_model(VARIANTS[name]).eval()
+    ids = torch.randint(0, 96, (2, 12))
+    full = model(ids).logits
+    cache = model.new_cache(2, 12)
+    parts = [model(ids[:, :7], cache=cache).logits]
+    parts += [model(ids[:, t : t + 1], cache=cache).logits for t in range(7, 12)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_loss_counts_only_labelled_positions() -> None:
+    model = build_model(VARIANTS["gpt2"]).eval()
+    ids = torch.randint(0, 96, (2, 8))
+    labels = ids.clone()
+    labels[:, :3] = -100
+    output = model(ids, labels=labels)
+    logits = model(ids).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, 3:].reshape(-1, 96), ids[:, 3:].reshape(-1))
+    assert output.num_targets.item() == 10
+    torch.testing.assert_close(output.loss, expected)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_on_meta(name: str) -> None:
+    model = build_model(get_preset(name), device="meta")
+    assert model.num_parameters() > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("gpt2-small", 124_439_808), ("bloom-560m", 559_214_592)],  # HF's reported parameter counts
+)
+def test_reference_shapes_have_the_published_parameter_count(name: str, expected: int) -> None:
+    assert build_model(get_preset(name), device="meta").num_parameters() == expected
+
+
+def test_invalid_config_names_the_fields() -> None:
+    with pytest.raises(ValueError, match="d_model .* divisible by model.num_heads"):
+        dataclasses.replace(get_preset("gpt2-tiny"), num_heads=3)
