@@ -1,0 +1,74 @@
+"""Bad input: one clear line on stderr, exit code 2, no traceback, nothing half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmforge.cli.main import main
+from tests.conftest import TINY_MODEL
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+def pretrain(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["pretrain", "gpt2-tiny", f"--data.path={data}", f"--run.dir={run_dir}", *TINY_MODEL,
+            "--train.max_steps=2", "--train.batch_size=2", "--eval.every=0", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--train.lrr=1"], "unknown config key train.lrr; valid keys under train: max_steps"),
+        (["--train.lr=fast"], "train.lr expects float, got 'fast'"),
+        (["--train.precision=fp8"], "choose one of fp32, bf16, fp16"),
+        (["--train.seq_len=4096"], "train.seq_len=4096 exceeds the model's learned positions"),
+        (["--model.vocab_size=64"], "raise --model.vocab_size to at least 512"),
+        (["--train.batch_size=3", "--train.micro_batch_size=2"], "train.batch_size"),
+    ],
+)
+def test_bad_pretrain_settings_give_one_line(
+    python_docs_data: Path, tmp_path: Path, capsys, extra: list[str], message: str
+) -> None:
+    code, line = run_cli(pretrain(python_docs_data, tmp_path / "run", *extra), capsys)
+    assert code == 2
+    assert line.startswith("error: ") and message in line
+
+
+def test_missing_data_dir_is_named(tmp_path: Path, capsys) -> None:
+    code, line = run_cli(pretrain(tmp_path / "nowhere", tmp_path / "run"), capsys)
+    assert code == 2 and "nowhere" in line
+
+
+def test_run_dir_holding_a_different_run_is_refused(python_docs_data: Path, tmp_path: Path, capsys):
+    assert main(pretrain(python_docs_data, tmp_path / "run")) == 0
+    code, line = run_cli(pretrain(python_docs_data, tmp_path / "run", "--model.d_model=64"), capsys)
+    assert code == 2
+    assert "holds a different run (model.d_model: 32 there, 64 now)" in line
+
+
+def test_checkpoint_of_another_shape_is_refused(python_docs_data: Path, tmp_path: Path, capsys):
+    assert main(pretrain(python_docs_data, tmp_path / "a")) == 0
+    resume = f"--resume={tmp_path / 'a'}"
+    code, line = run_cli(pretrain(python_docs_data, tmp_path / "b", "--model.d_ff=128", resume), capsys)
+    assert code == 2
+    assert "different model shape" in line
+
+
+def test_truncated_checkpoint_is_refused(python_docs_data: Path, tmp_path: Path, capsys):
+    assert main(pretrain(python_docs_data, tmp_path / "a")) == 0
+    weights = next((tmp_path / "a" / "checkpoints").glob("step-*/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    code, line = run_cli(pretrain(python_docs_data, tmp_path / "a", "--train.max_steps=4"), capsys)
+    assert code == 2
+    assert "truncated or corrupt" in line
+
+
+def test_generate_without_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
+    code, line = run_cli(["generate", str(tmp_path), "--prompt", "hi"], capsys)
+    assert code == 2 and "no checkpoint" in line
