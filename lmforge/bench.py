@@ -171,13 +171,12 @@ def run_benchmarks(
     seq_len: int | None,
     against_hf: bool,
 ) -> Iterator[BenchResult]:
-    """Yield one result per (model, precision), measuring each precision's matmul peak once."""
+    """Yield one result per (model, precision), each with the matmul peak measured just before."""
     for precision in precisions:
         if precision not in _DTYPES:
             raise LmforgeError(f"unknown precision {precision!r}; use fp32 or bf16")
     for name in models:
         get_preset(name)  # fail on a bad name before the long measurements start
-    peaks = {p: measure_matmul_peak("cpu", _DTYPES[p], size=2048) for p in precisions}
     for name in models:
         default_batch, default_seq = DEFAULT_SHAPES.get(name, (8, 256))
         for precision in precisions:
@@ -189,5 +188,6 @@ def run_benchmarks(
                 steps=steps,
                 warmup=warmup,
                 against_hf=against_hf,
-                peak_flops=peaks[precision],
+                # Measured next to each shape: on a shared machine the load drifts in minutes.
+                peak_flops=measure_matmul_peak("cpu", _DTYPES[precision], size=2048),
             )

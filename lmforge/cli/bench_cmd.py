@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         )
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"load average before: {load} (other processes skew absolute numbers)")
-        print("measuring the matmul peaks, then one line per (model, precision) ...")
+        print("one line per (model, precision), each with its matmul peak measured just before ...")
     total = len(args.models) * len(args.precisions)
     results = run_benchmarks(
         args.models,
