@@ -121,7 +121,7 @@ def eval_batches(
     if num_batches == 0:
         raise LmforgeError(
             f"the {sampler.dataset.split} split has {sampler.num_windows} windows, fewer than "
-            f"eval.micro_batch_size x world size = {global_rows}; lower the batch size or "
+            f"train.micro_batch_size x world size = {global_rows}; lower the batch size or "
             "train.seq_len, or prepare with a larger --val-fraction"
         )
     if max_batches is not None:

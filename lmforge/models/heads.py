@@ -52,6 +52,18 @@ class LMHead(nn.Module):
         return F.linear(hidden, weight, self.bias)
 
 
+    def loss_sum(
+        self, hidden: torch.Tensor, labels: torch.Tensor, embedding_weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed cross-entropy of (N, D) hidden states against (N,) labels, and the target count."""
+        if self.transform is not None:
+            hidden = self.transform(hidden)
+        if self.scale is not None:
+            hidden = hidden * self.scale
+        weight = embedding_weight if self.weight is None else self.weight
+        return linear_cross_entropy(hidden, weight, self.bias, labels)
+
+
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy over positions whose label is not IGNORE_INDEX, and their count.
 
@@ -60,3 +72,85 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     """
     loss_sum = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return loss_sum, (labels != IGNORE_INDEX).sum()
+
+
+# Rows of logits per chunk of the fused loss: 2^24 fp32 values (64 MiB) whatever the vocabulary.
+_CHUNK_VALUES = 1 << 24
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Output projection + cross-entropy whose gradients are computed in the forward pass.
+
+    d(sum of losses)/d(logits) = softmax(logits) - onehot(label) is formed in place over the
+    logits just computed, then multiplied into the gradients of hidden, weight and bias at once.
+    Compared with F.linear + F.cross_entropy this skips the log-softmax backward pass, the
+    zero-filled (N, V) gradient buffer of the NLL backward and keeping the logits for backward;
+    chunking rows bounds memory at 64 MiB of logits for any vocabulary (the idea of Liger Kernel's
+    FusedLinearCrossEntropy and of Wijmans et al. 2024, "Cut Your Losses").
+    Under autocast the matmuls run in the autocast dtype and the softmax in float32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels):  # noqa: ANN001, ANN205
+        N, V = hidden.shape[0], weight.shape[0]
+        chunk = max(1, _CHUNK_VALUES // V)
+        valid = labels != IGNORE_INDEX
+        safe_labels = labels.clamp(min=0)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_bias = None if bias is None else torch.zeros(V, dtype=torch.float32, device=weight.device)
+        loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, N, chunk):
+            rows = slice(start, min(start + chunk, N))
+            h, y, keep = hidden[rows], safe_labels[rows], valid[rows]
+            logits = F.linear(h, weight, bias).float()  # (n, V)
+            lse = torch.logsumexp(logits, dim=-1)
+            target = logits.gather(1, y[:, None]).squeeze(1)
+            loss_sum += torch.where(keep, lse - target, 0.0).sum()
+            grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            grad_logits.scatter_add_(1, y[:, None], torch.full_like(target[:, None], -1.0))
+            grad_logits.mul_(keep[:, None])
+            g = grad_logits.to(_matmul_dtype(h))
+            grad_hidden[rows] = (g @ weight.to(g.dtype)).to(hidden.dtype)
+            grad_weight += (g.t() @ h.to(g.dtype)).float()
+            if grad_bias is not None:
+                grad_bias += grad_logits.sum(0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        return loss_sum
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: ANN001, ANN205
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        weight_dtype, bias_dtype = ctx.dtypes
+        grad_bias = None if grad_bias is None else (grad_bias * grad_output).to(bias_dtype)
+        return (
+            grad_hidden * grad_output.to(grad_hidden.dtype),
+            (grad_weight * grad_output).to(weight_dtype),
+            grad_bias,
+            None,
+        )
+
+
+def _matmul_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run a matmul in (the tensor's own dtype outside autocast)."""
+    device_type = tensor.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return tensor.dtype
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy of F.linear(hidden, weight, bias) against labels, and the count.
+
+    hidden: (N, D), weight: (V, D), labels: (N,). The fused path is taken when gradients are needed.
+    """
+    num_targets = (labels != IGNORE_INDEX).sum()
+    needs_grad = torch.is_grad_enabled() and (
+        hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    if not needs_grad:
+        return token_loss_sum(F.linear(hidden, weight, bias), labels)[0], num_targets
+    return _LinearCrossEntropy.apply(hidden, weight, bias, labels), num_targets

@@ -21,7 +21,7 @@ from torch import nn
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.norms import LayerNorm, RMSNorm
 from lmforge.models.config import ModelConfig
-from lmforge.models.heads import IGNORE_INDEX, LMHead, token_loss_sum
+from lmforge.models.heads import IGNORE_INDEX, LMHead
 from lmforge.models.stacks import Stack
 
 
@@ -60,8 +60,7 @@ class LanguageModel(nn.Module):
             # Sparse targets (MLM): project only the labelled positions onto the vocabulary.
             keep = (labels != IGNORE_INDEX).nonzero().squeeze(1)
             hidden, labels = hidden.index_select(0, keep), labels.index_select(0, keep)
-        logits = self.lm_head(hidden, self.token_embed.weight)
-        loss_sum, num_targets = token_loss_sum(logits, labels)
+        loss_sum, num_targets = self.lm_head.loss_sum(hidden, labels, self.token_embed.weight)
         return ModelOutput(loss_sum=loss_sum, num_targets=num_targets)
 
     def num_parameters(self, *, include_embeddings: bool = True) -> int:

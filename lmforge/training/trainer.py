@@ -26,6 +26,7 @@ from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset
 from lmforge.data.windows import WindowSampler, eval_batches, micro_batches
 from lmforge.distributed.setup import DistributedContext, all_reduce_sum
+from lmforge.errors import LmforgeError
 from lmforge.objectives.base import Objective
 from lmforge.training.checkpoint import (
     capture_rng_state,
@@ -84,6 +85,16 @@ class Trainer:
         self.micro_batch_size = train.micro_batch_size or train.batch_size // context.world_size
         self.sampler = WindowSampler(train_data, train.seq_len, seed=config.run.seed)
         self.val_data = val_data
+        self.val_sampler = None
+        if val_data is not None:
+            self.val_sampler = WindowSampler(val_data, train.seq_len, seed=0, shuffle=False)
+            needed = self.micro_batch_size * context.world_size
+            if self.val_sampler.num_windows < needed:
+                raise LmforgeError(
+                    f"the val split holds {self.val_sampler.num_windows} sequences of "
+                    f"{train.seq_len} tokens, fewer than one evaluation batch ({needed}); lower "
+                    "train.micro_batch_size or train.seq_len, or prepare with a larger --val-fraction"
+                )
         self.device_type = context.device.type
         self.scaler = grad_scaler(train.precision, self.device_type)
         self.state = TrainerState()
@@ -256,12 +267,11 @@ class Trainer:
         assert self.val_data is not None
         was_training = self.model.training
         self.model.eval()
-        sampler = WindowSampler(self.val_data, self.config.train.seq_len, seed=0, shuffle=False)
         totals = torch.zeros(2, dtype=torch.float64, device=self.context.device)
         for windows in eval_batches(
-            sampler,
+            self.val_sampler,
             micro_batch_size=self.micro_batch_size,
-            max_batches=self.config.eval.max_batches,
+            max_batches=self.config.eval.max_batches or None,
             rank=self.context.rank,
             world_size=self.context.world_size,
         ):

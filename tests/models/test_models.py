@@ -102,3 +102,33 @@ def test_reference_shapes_have_the_published_parameter_count(name: str, expected
 def test_invalid_config_names_the_fields() -> None:
     with pytest.raises(ValueError, match="d_model .* divisible by model.num_heads"):
         dataclasses.replace(get_preset("gpt2-tiny"), num_heads=3)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias: bool) -> None:
+    from lmforge.models import heads
+
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    bias = torch.randn(50, requires_grad=True) if with_bias else None
+    labels = torch.randint(0, 50, (37,))
+    labels[::5] = -100
+    original_chunk = heads._CHUNK_VALUES
+    heads._CHUNK_VALUES = 50 * 8  # several chunks of 8 rows
+    try:
+        loss, count = heads.linear_cross_entropy(hidden, weight, bias, labels)
+    finally:
+        heads._CHUNK_VALUES = original_chunk
+    (2.5 * loss).backward()
+    fused = [hidden.grad, weight.grad] + ([bias.grad] if with_bias else [])
+    for tensor in [hidden, weight] + ([bias] if with_bias else []):
+        tensor.grad = None
+    reference = torch.nn.functional.cross_entropy(
+        torch.nn.functional.linear(hidden, weight, bias), labels, reduction="sum"
+    )
+    (2.5 * reference).backward()
+    expected = [hidden.grad, weight.grad] + ([bias.grad] if with_bias else [])
+    assert count.item() == (labels != -100).sum().item()
+    torch.testing.assert_close(loss, reference)
+    for actual, wanted in zip(fused, expected, strict=True):
+        torch.testing.assert_close(actual, wanted)
