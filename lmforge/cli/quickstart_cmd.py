@@ -16,12 +16,12 @@ from lmforge.errors import LmforgeError
 TOKENIZER_VOCAB = 2048
 QUICKSTART_TRAIN = {
     "train.seq_len": "256",
-    "train.batch_size": "16",
+    "train.batch_size": "8",
     "train.lr": "2e-3",
     "train.warmup_steps": "50",
     "train.weight_decay": "0.1",
-    "model.dropout": "0.1",
-    "eval.max_batches": "20",
+    "model.dropout": "0.1",  # a few epochs over a small corpus: dropout keeps val loss falling
+    "eval.max_batches": "0",
     "log.every": "10",
 }
 
@@ -41,9 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="corpus: files, globs, directories, hf:NAME (default: builtin:python-docs)",
     )
     parser.add_argument("--out", default="quickstart", help="folder for tokenizer, data and run")
-    parser.add_argument("--minutes", type=float, default=4.0, help="training time budget")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training time budget")
     parser.add_argument("--preset", default="gpt2-tiny", help="model preset (default gpt2-tiny)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: whichever trains faster on this machine (bf16 autocast where the CPU has it)",
+    )
     parser.add_argument("--prompt", default="", help="text to continue after training")
     parser.set_defaults(func=run)
 
@@ -67,8 +72,11 @@ def run(args: argparse.Namespace) -> int:
                     "--out", str(out / "data"), "--split", "tail", "--val-fraction", "0.1"])  # fmt: skip
     if code:
         return code
-    overrides = {**QUICKSTART_TRAIN, "train.precision": args.precision}
-    max_steps = calibrate_steps(args.preset, overrides, out / "data", minutes=args.minutes)
+    precisions = ["fp32", "bf16"] if args.precision == "auto" else [args.precision]
+    precision, step_seconds = calibrate(args.preset, QUICKSTART_TRAIN, out / "data", precisions)
+    # ~8% of the time goes to evaluations, checkpoints and logging.
+    max_steps = max(int(args.minutes * 60 * 0.92 / step_seconds), 10)
+    overrides = {**QUICKSTART_TRAIN, "train.precision": precision}
     overrides |= {
         "train.max_steps": str(max_steps),
         "eval.every": str(max(max_steps // 5, 1)),
@@ -76,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
         "data.path": str(out / "data"),
         "run.dir": str(out / "run"),
     }
-    print(f"[3/4] pretraining {args.preset} for {max_steps} steps (about {args.minutes:g} minutes)")
+    print(
+        f"[3/4] pretraining {args.preset} in {precision} for {max_steps} steps "
+        f"(about {args.minutes:g} minutes at {step_seconds:.2f} s/step)"
+    )
     code = lmforge(["pretrain", args.preset, *(f"--{k}={v}" for k, v in overrides.items())])
     if code:
         return code
@@ -85,21 +96,28 @@ def run(args: argparse.Namespace) -> int:
                     "--max-new-tokens", "120", "--temperature", "0.8"])  # fmt: skip
 
 
-def calibrate_steps(preset: str, overrides: dict[str, str], data_dir: Path, *, minutes: float) -> int:
-    """Optimizer steps that fit in `minutes` on this machine, from timing a few real steps."""
+def calibrate(
+    preset: str, overrides: dict[str, str], data_dir: Path, precisions: list[str]
+) -> tuple[str, float]:
+    """The fastest of `precisions` on this machine and its seconds per step, from real steps."""
     import torch
 
     from lmforge.bench import median_step_seconds, our_train_step
     from lmforge.config.loading import load_run_config
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.models.lm import build_model
+    from lmforge.training.precision import check_precision_supported
     from lmforge.training.run import resolve_vocab_size
 
     config = load_run_config(preset, {**overrides, "run.dir": "-", "data.path": str(data_dir)})
     model_config = resolve_vocab_size(config.model, load_tokenizer(data_dir), explicit=False)
     model = build_model(model_config)
-    batch = torch.randint(0, model_config.vocab_size, (config.train.batch_size, config.train.seq_len))
-    step = our_train_step(model, batch, config.train.precision)
-    seconds = median_step_seconds({"ours": step}, warmup=2, steps=5)["ours"]
-    # ~8% of the time goes to evaluations, checkpoints and logging.
-    return max(int(minutes * 60 * 0.92 / seconds), 10)
+    shape = (config.train.batch_size, config.train.seq_len)
+    batch = torch.randint(0, model_config.vocab_size, shape)
+    timings = {}
+    for precision in precisions:
+        check_precision_supported(precision, "cpu")
+        step = our_train_step(model, batch, precision)
+        timings[precision] = median_step_seconds({precision: step}, warmup=2, steps=5)[precision]
+    best = min(timings, key=timings.get)
+    return best, timings[best]
