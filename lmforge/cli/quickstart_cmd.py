@@ -120,4 +120,5 @@ def calibrate(
         step = our_train_step(model, batch, precision)
         timings[precision] = median_step_seconds({precision: step}, warmup=2, steps=5)[precision]
     best = min(timings, key=timings.get)
+    print("      step time: " + ", ".join(f"{p} {s:.2f} s" for p, s in timings.items()))
     return best, timings[best]
