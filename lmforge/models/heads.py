@@ -104,10 +104,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             rows = slice(start, min(start + chunk, N))
             h, y, keep = hidden[rows], safe_labels[rows], valid[rows]
             logits = F.linear(h, weight, bias).float()  # (n, V)
-            lse = torch.logsumexp(logits, dim=-1)
             target = logits.gather(1, y[:, None]).squeeze(1)
+            # One pass of exp, in place: softmax = exp(x - max) / sum, lse = log(sum) + max.
+            row_max = logits.amax(dim=-1, keepdim=True)
+            grad_logits = logits.sub_(row_max).exp_()
+            total = grad_logits.sum(dim=-1, keepdim=True)
+            lse = (total.log() + row_max).squeeze(1)
             loss_sum += torch.where(keep, lse - target, 0.0).sum()
-            grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            grad_logits.div_(total)  # softmax
             grad_logits.scatter_add_(1, y[:, None], torch.full_like(target[:, None], -1.0))
             grad_logits.mul_(keep[:, None])
             g = grad_logits.to(_matmul_dtype(h))
