@@ -59,14 +59,16 @@ def test_loss_falls_on_real_corpus(tmp_path: Path) -> None:
     prepare_data([str(corpus)], tokenizer_dir, tmp_path / "data", workers=1, val_fraction=0.1,
                  split="tail", progress=False)
     run_dir = tmp_path / "run"
-    args = pretrain_args("gpt2-tiny", tmp_path / "data", run_dir, "--train.max_steps=60",
+    args = pretrain_args("gpt2-tiny", tmp_path / "data", run_dir, "--train.max_steps=200",
                          "--train.batch_size=16", "--train.lr=3e-3", "--train.warmup_steps=10",
-                         "--eval.every=30", "--model.d_model=64", "--model.d_ff=256")
+                         "--eval.every=100", "--model.d_model=64", "--model.d_ff=256")
     assert main(args) == 0
-    evals = [row["val_bpb"] for row in read_rows(run_dir) if "val_bpb" in row]
+    evals = [row for row in read_rows(run_dir) if "val_loss" in row]
     losses = train_losses(run_dir)
-    assert losses[-1] < losses[0] - 1.0  # from ~6.2 nats (uniform over 512) to well below
-    assert evals[-1] < evals[0]
+    assert losses[-1] < losses[0] - 1.5  # from ~6.2 nats (uniform over 512 tokens)
+    # Below ~5.3 nats the model predicts more than token frequencies: it has learned context.
+    assert evals[-1]["val_loss"] < 4.8
+    assert evals[-1]["val_bpb"] < evals[0]["val_bpb"] - 0.1
     assert (run_dir / "curves.png").stat().st_size > 0
 
 
