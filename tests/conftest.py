@@ -52,10 +52,16 @@ def python_docs_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lmforge.data.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("python-docs")
-    documents = (d.text for _, d in zip(range(1500), iter_documents("builtin:python-docs")))
+    documents = (
+        d.text for _, d in zip(range(1500), iter_documents("builtin:python-docs"), strict=False)
+    )
     tokenizer_dir = train_tokenizer("bpe", 512, documents).save(root / "tokenizer")
     prepare_data(
-        ["builtin:python-docs"], tokenizer_dir, root / "data", workers=1, val_fraction=0.02,
+        ["builtin:python-docs"],
+        tokenizer_dir,
+        root / "data",
+        workers=1,
+        val_fraction=0.02,
         progress=False,
     )
     return root / "data"

@@ -84,10 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(header)
     for result in tqdm(results, total=total, desc="bench", unit="shape", file=sys.stderr):
-        if args.json:
-            print(json.dumps(result.as_dict()), flush=True)
-            continue
-        print(_format_row(result), flush=True)
+        # tqdm.write prints above the bar, so rows are not overwritten on a terminal.
+        line = json.dumps(result.as_dict()) if args.json else _format_row(result)
+        tqdm.write(line, file=sys.stdout)
     if not args.json:
         print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0

@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Continue a prompt with a trained decoder-only model (KV-cached decoding).",
     )
     parser.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
-    parser.add_argument("--prompt", default="", help="text to continue (default: start of document)")
+    parser.add_argument(
+        "--prompt", default="", help="text to continue (default: start of document)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     parser.add_argument("--top-k", type=int, default=50, help="0 = off")
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer, _ = load_pretrained(args.checkpoint)
     if not isinstance(model, DecoderModel):
         raise LmforgeError(
-            f"generate needs a decoder-only model; {args.checkpoint} is a {model.config.family} model"
+            f"generate needs a decoder-only model; {args.checkpoint} is a "
+            f"{model.config.family} model"
         )
     prompt = tokenizer.encode(args.prompt)
     if not prompt:

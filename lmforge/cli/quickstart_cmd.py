@@ -62,14 +62,31 @@ def run(args: argparse.Namespace) -> int:
     if args.minutes <= 0:
         raise LmforgeError("--minutes must be > 0")
     inputs = list(args.input)
-    print(f"[1/4] training a {TOKENIZER_VOCAB}-token byte-level BPE tokenizer on {' '.join(inputs)}")
+    print(
+        f"[1/4] training a {TOKENIZER_VOCAB}-token byte-level BPE tokenizer on {' '.join(inputs)}"
+    )
     code = lmforge(["tokenizer", "train", "--kind", "bpe", "--vocab-size", str(TOKENIZER_VOCAB),
                     "--input", *inputs, "--out", str(out / "tokenizer")])  # fmt: skip
     if code:
         return code
     print("[2/4] preparing data: last 10% of the text held out for validation")
-    code = lmforge(["data", "prepare", "--input", *inputs, "--tokenizer", str(out / "tokenizer"),
-                    "--out", str(out / "data"), "--split", "tail", "--val-fraction", "0.1"])  # fmt: skip
+    code = lmforge(
+        [
+            "data",
+            "prepare",
+            "--input",
+            *inputs,
+            "--tokenizer",
+            str(out / "tokenizer"),
+            # fmt: skip
+            "--out",
+            str(out / "data"),
+            "--split",
+            "tail",
+            "--val-fraction",
+            "0.1",
+        ]
+    )
     if code:
         return code
     precisions = ["fp32", "bf16"] if args.precision == "auto" else [args.precision]

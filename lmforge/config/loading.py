@@ -30,7 +30,9 @@ def parse_overrides(args: list[str]) -> dict[str, str]:
     while index < len(args):
         arg = args[index]
         if not arg.startswith("--") or arg == "--":
-            raise LmforgeError(f"unexpected argument {arg!r}; overrides look like --section.key=value")
+            raise LmforgeError(
+                f"unexpected argument {arg!r}; overrides look like --section.key=value"
+            )
         key, has_value, value = arg[2:].partition("=")
         if not has_value:
             if index + 1 >= len(args) or args[index + 1].startswith("--"):
@@ -81,11 +83,15 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(annotation)
         if value not in allowed:
-            raise LmforgeError(f"{key}={value!r} is not valid; choose one of {', '.join(map(str, allowed))}")
+            raise LmforgeError(
+                f"{key}={value!r} is not valid; choose one of {', '.join(map(str, allowed))}"
+            )
         return value
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
-            raise LmforgeError(f"{key} is a section with keys {_field_names(annotation)}, got {value!r}")
+            raise LmforgeError(
+                f"{key} is a section with keys {_field_names(annotation)}, got {value!r}"
+            )
         return from_dict(annotation, value, prefix=f"{key}.")
     if annotation is bool:
         if isinstance(value, bool):
@@ -113,7 +119,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-    raise LmforgeError(f"{key} expects {getattr(annotation, '__name__', annotation)}, got {value!r}")
+    raise LmforgeError(
+        f"{key} expects {getattr(annotation, '__name__', annotation)}, got {value!r}"
+    )
 
 
 def _field_names(cls: type) -> str:

@@ -117,7 +117,8 @@ class RunConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     log: LogSection = field(default_factory=LogSection)
     resume: str = "auto"
-    """auto: continue from RUN_DIR's newest checkpoint if there is one; never; or a checkpoint path."""
+    """auto: continue from RUN_DIR's newest checkpoint if there is one; never; or a checkpoint
+    path."""
 
     def __post_init__(self) -> None:
         max_len = self.model.max_seq_len

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-
 import multiprocessing
 import os
 import shutil

@@ -3,7 +3,8 @@
 Prompts of different lengths are left-padded so that every row's next token sits in the last column;
 position ids count only real tokens (as in HF transformers), so a padded row sees the same positions
 as the same prompt alone. With `use_cache` the prompt is run once and each step feeds one token
-through the KV cache; without it every step recomputes the whole sequence (the reference the cache is
+through the KV cache; without it every step recomputes the whole sequence (the reference the
+cache is
 tested against).
 """
 
@@ -94,7 +95,8 @@ def generate(
     limit = model.config.max_seq_len
     if limit is not None and total > limit:
         raise LmforgeError(
-            f"the prompt ({T} tokens) plus --max-new-tokens ({sampling.max_new_tokens}) exceeds the "
+            f"the prompt ({T} tokens) plus --max-new-tokens ({sampling.max_new_tokens}) "
+            "exceeds the "
             f"model's {limit} positions; lower --max-new-tokens or shorten the prompt"
         )
     was_training = model.training
@@ -105,7 +107,10 @@ def generate(
     is_padded = not bool(mask.all())  # without padding the fast unmasked attention path applies
     for _ in range(sampling.max_new_tokens):
         output = model(
-            step_ids, attention_mask=mask if is_padded else None, position_ids=positions, cache=cache
+            step_ids,
+            attention_mask=mask if is_padded else None,
+            position_ids=positions,
+            cache=cache,
         )
         next_token = choose_next_token(output.logits[:, -1], sampling, generator)
         if eos_id is not None:

@@ -3,7 +3,8 @@
 Self-attention projects queries, keys and values with one fused (3D, D) matrix, rows ordered
 [q; k; v] with heads contiguous inside each: one GEMM instead of three. Cross-attention projects
 queries from the decoder and fused keys/values (2D, D) from the encoder output, which a cache keeps
-after the first decoding step. Positional hooks (rotary, score bias) arrive precomputed from the stack.
+after the first decoding step. Positional hooks (rotary, score bias) arrive precomputed from the
+stack.
 """
 
 from __future__ import annotations

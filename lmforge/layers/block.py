@@ -1,4 +1,5 @@
-"""TransformerBlock: self-attention, optional cross-attention and an MLP, each as a residual sublayer.
+"""TransformerBlock: self-attention, optional cross-attention and an MLP, each as a residual
+sublayer.
 
 Pre-norm (GPT-2, BLOOM, T5)            Post-norm (BERT, RoBERTa, BART)
 

@@ -2,7 +2,8 @@
 
 Keys and values of every layer live in one (L, B, H, max_len, Dh) buffer, so a decoding step writes
 T new positions in place instead of concatenating (which would copy the whole history each step).
-Cross-attention keys/values of an encoder-decoder model are computed once from the encoder output and
+Cross-attention keys/values of an encoder-decoder model are computed once from the encoder output
+and
 kept in `cross`.
 """
 
@@ -45,7 +46,8 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
     def store_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
-        """Record the (B|1, T) position ids of the new positions; return those of all keys (B, S)."""
+        """Record the (B|1, T) position ids of the new positions; return those of all keys (B,
+        S)."""
         end = self.length + position_ids.shape[1]
         self.positions[:, self.length : end] = position_ids
         return self.positions[:, :end]
@@ -60,5 +62,6 @@ class KVCache:
         self.values = self.values.index_select(1, batch_indices)
         self.positions = self.positions.index_select(0, batch_indices)
         self.cross = [
-            None if kv is None else (kv[0][batch_indices], kv[1][batch_indices]) for kv in self.cross
+            None if kv is None else (kv[0][batch_indices], kv[1][batch_indices])
+            for kv in self.cross
         ]

@@ -1,6 +1,7 @@
 """Padding, causal and combined attention masks, in the form scaled_dot_product_attention takes.
 
-`attention_mask` is what SDPA gets as `attn_mask`: None (fast kernels, with `is_causal` for the plain
+`attention_mask` is what SDPA gets as `attn_mask`: None (fast kernels, with `is_causal` for the
+plain
 causal case), or an additive float mask (B|1, H|1, T, S) that carries the positional score bias and
 a large negative value where attention is not allowed. A finite minimum, not -inf, keeps rows whose
 keys are all masked (left padding) finite instead of NaN.
@@ -50,6 +51,8 @@ def build_attention_mask(
         allowed = allowed & (torch.arange(key_len, device=device)[None, :] <= query_index)
     if key_padding is not None:
         allowed = allowed & key_padding[:, None, None, :].bool()
-    bias = torch.zeros((), dtype=dtype, device=device) if score_bias is None else score_bias.to(dtype)
+    bias = (
+        torch.zeros((), dtype=dtype, device=device) if score_bias is None else score_bias.to(dtype)
+    )
     mask = bias.masked_fill(~allowed, torch.finfo(dtype).min)
     return AttentionMask(mask, False)

@@ -7,10 +7,12 @@ calls all of them unconditionally and never tests the kind:
 2. `rotary(position_ids)`       cos/sin that rotate queries and keys          (rope)
 3. `score_bias(q_pos, k_pos)`   a bias added to attention scores              (alibi, relative_bias)
 
-Position ids are (B, T) int64 tensors (B may be 1 and broadcast). The score bias is computed once per
+Position ids are (B, T) int64 tensors (B may be 1 and broadcast). The score bias is computed once
+per
 stack and shared by its layers, as in the original T5 and BLOOM.
 
-References: learned (Devlin et al. 2019, Radford et al. 2019); sinusoidal (Vaswani et al. 2017); rope
+References: learned (Devlin et al. 2019, Radford et al. 2019); sinusoidal (Vaswani et al. 2017);
+rope
 (Su et al. 2021); alibi (Press et al. 2022, as in BLOOM); relative_bias (Raffel et al. 2020, T5).
 """
 
@@ -35,7 +37,9 @@ class PositionScheme(nn.Module):
     def rotary(self, position_ids: torch.Tensor) -> Rotary | None:
         return None
 
-    def score_bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor | None:
+    def score_bias(
+        self, q_positions: torch.Tensor, k_positions: torch.Tensor
+    ) -> torch.Tensor | None:
         return None
 
     def reset_parameters(self, std: float) -> None:
@@ -116,7 +120,8 @@ def relative_position_bucket(
 ) -> torch.Tensor:
     """T5's bucketing of k - q distances (Raffel et al. 2020; mesh_tensorflow's implementation).
 
-    Half the buckets hold exact small distances, the rest grow logarithmically up to max_distance; in
+    Half the buckets hold exact small distances, the rest grow logarithmically up to max_distance;
+    in
     the bidirectional case the buckets are split again between keys before and after the query.
     """
     buckets = torch.zeros_like(relative_position)
@@ -128,7 +133,9 @@ def relative_position_bucket(
         distance = (-relative_position).clamp(min=0)
     max_exact = num_buckets // 2
     is_small = distance < max_exact
-    scaled = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    scaled = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(
+        max_distance / max_exact
+    )
     large = (max_exact + (scaled * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
     return buckets + torch.where(is_small, distance, large)
 
@@ -171,7 +178,9 @@ def build_positions(
     return PositionScheme()
 
 
-def apply_rotary(q: torch.Tensor, k: torch.Tensor, rotary: Rotary | None) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_rotary(
+    q: torch.Tensor, k: torch.Tensor, rotary: Rotary | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate (B, H, T, Dh) queries and keys by position (rope); identity when rotary is None."""
     if rotary is None:
         return q, k

@@ -1,7 +1,8 @@
 """ModelConfig: one architecture description for all six reference models.
 
 Each choice that distinguishes BERT, RoBERTa, GPT-2, BLOOM, T5 and BART is a field of the component
-sub-config it changes (see STYLE.md section 3). This module imports no torch, so a configuration can be
+sub-config it changes (see STYLE.md section 3). This module imports no torch, so a configuration can
+be
 checked anywhere.
 """
 
@@ -94,7 +95,8 @@ class EmbeddingConfig:
 @dataclass(frozen=True, kw_only=True)
 class HeadConfig:
     kind: Literal["linear", "transform"] = "linear"
-    """linear: project onto the vocabulary; transform: dense + activation + norm first (BERT MLM head)."""
+    """linear: project onto the vocabulary; transform: dense + activation + norm first (BERT MLM
+    head)."""
     bias: bool = False
     """An output bias over the vocabulary (BERT's decoder bias, BART's final_logits_bias)."""
     logit_scale: Literal["none", "inverse_sqrt_d_model"] = "none"
@@ -127,10 +129,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff"):
-            _require(getattr(self, name) > 0, f"model.{name} must be > 0, got {getattr(self, name)}")
+            _require(
+                getattr(self, name) > 0, f"model.{name} must be > 0, got {getattr(self, name)}"
+            )
         _require(
             self.d_model % self.num_heads == 0,
-            f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})",
+            f"model.d_model ({self.d_model}) must be divisible by "
+            f"model.num_heads ({self.num_heads})",
         )
         _require(
             self.num_decoder_layers is None or self.family == "encoder_decoder",
@@ -153,7 +158,8 @@ class ModelConfig:
 
     @property
     def max_seq_len(self) -> int | None:
-        """Longest input the positions support, or None where any length works (alibi, rope, ...)."""
+        """Longest input the positions support, or None where any length works (alibi, rope,
+        ...)."""
         if self.position.kind in ("learned", "sinusoidal"):
             return self.position.max_positions
         return None

@@ -51,11 +51,11 @@ class LMHead(nn.Module):
         weight = embedding_weight if self.weight is None else self.weight
         return F.linear(hidden, weight, self.bias)
 
-
     def loss_sum(
         self, hidden: torch.Tensor, labels: torch.Tensor, embedding_weight: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed cross-entropy of (N, D) hidden states against (N,) labels, and the target count."""
+        """Summed cross-entropy of (N, D) hidden states against (N,) labels, and the target
+        count."""
         if self.transform is not None:
             hidden = self.transform(hidden)
         if self.scale is not None:
@@ -98,7 +98,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         safe_labels = labels.clamp(min=0)
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        grad_bias = None if bias is None else torch.zeros(V, dtype=torch.float32, device=weight.device)
+        grad_bias = (
+            None if bias is None else torch.zeros(V, dtype=torch.float32, device=weight.device)
+        )
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, N, chunk):
             rows = slice(start, min(start + chunk, N))

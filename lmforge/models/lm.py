@@ -67,9 +67,7 @@ class LanguageModel(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         if not include_embeddings:
             total -= self.token_embed.weight.numel()
-            total -= sum(
-                p.numel() for stack in self.stacks() for p in stack.positions.parameters()
-            )
+            total -= sum(p.numel() for stack in self.stacks() for p in stack.positions.parameters())
         return total
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
@@ -95,7 +93,9 @@ class LanguageModel(nn.Module):
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
                 scaled = name.endswith(("out_proj", "down_proj"))
-                nn.init.normal_(module.weight, std=std / math.sqrt(2 * num_layers) if scaled else std)
+                nn.init.normal_(
+                    module.weight, std=std / math.sqrt(2 * num_layers) if scaled else std
+                )
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):

@@ -1,8 +1,10 @@
 """Named model configurations: data only, each with the source of its numbers.
 
 `*-tiny` presets are the quickstart size: a few million parameters, minutes of training on a laptop
-CPU. Tests shrink them further with overrides (d_model 32, 2 layers). The vocabulary size of a preset is
-a default: `lmforge pretrain` replaces it with the tokenizer's (rounded up to a multiple of 64) unless
+CPU. Tests shrink them further with overrides (d_model 32, 2 layers). The vocabulary size of a
+preset is
+a default: `lmforge pretrain` replaces it with the tokenizer's (rounded up to a multiple of 64)
+unless
 `--model.vocab_size` is given.
 """
 
@@ -18,8 +20,10 @@ from lmforge.models.config import (
     PositionConfig,
 )
 
-# GPT-2 (Radford et al. 2019; openai-community/gpt2 config.json): pre-norm LayerNorm eps 1e-5, learned
-# positions (1024), GELU tanh, biases everywhere, tied head. Dropout 0.1 in the release; 0 here, as in
+# GPT-2 (Radford et al. 2019; openai-community/gpt2 config.json): pre-norm LayerNorm eps 1e-5,
+# learned
+# positions (1024), GELU tanh, biases everywhere, tied head. Dropout 0.1 in the release; 0 here, as
+# in
 # modern pretraining recipes (nanoGPT, Pythia) where one pass over the data does not overfit.
 _GPT2 = dict(
     family="decoder",
@@ -30,7 +34,8 @@ _GPT2 = dict(
     tie_word_embeddings=True,
 )
 
-# BLOOM (BigScience 2022; bigscience/bloom-560m config.json): like GPT-2 but ALiBi instead of learned
+# BLOOM (BigScience 2022; bigscience/bloom-560m config.json): like GPT-2 but ALiBi instead of
+# learned
 # positions and a LayerNorm right after the word embeddings.
 _BLOOM = dict(
     family="decoder",
@@ -46,25 +51,50 @@ PRESETS: dict[str, ModelConfig] = {
     # Quickstart size: 4 layers x 256 wide, 256-token context (about 3.2 M parameters outside the
     # embeddings).
     "gpt2-tiny": ModelConfig(
-        **_GPT2, vocab_size=4096, d_model=256, num_heads=4, num_layers=4, d_ff=1024,
+        **_GPT2,
+        vocab_size=4096,
+        d_model=256,
+        num_heads=4,
+        num_layers=4,
+        d_ff=1024,
         position=PositionConfig(kind="learned", max_positions=256),
     ),
     # A ~30 M parameter GPT-2 shape (25 M in the blocks, 4 M in the embeddings) for benchmarks.
     "gpt2-30m": ModelConfig(
-        **_GPT2, vocab_size=8192, d_model=512, num_heads=8, num_layers=8, d_ff=2048,
+        **_GPT2,
+        vocab_size=8192,
+        d_model=512,
+        num_heads=8,
+        num_layers=8,
+        d_ff=2048,
         position=PositionConfig(kind="learned", max_positions=1024),
     ),
     # GPT-2 small, 124 M: 12 layers, 12 heads, width 768, vocabulary 50257 (openai-community/gpt2).
     "gpt2-small": ModelConfig(
-        **_GPT2, vocab_size=50257, d_model=768, num_heads=12, num_layers=12, d_ff=3072,
+        **_GPT2,
+        vocab_size=50257,
+        d_model=768,
+        num_heads=12,
+        num_layers=12,
+        d_ff=3072,
         position=PositionConfig(kind="learned", max_positions=1024),
     ),
     "bloom-tiny": ModelConfig(
-        **_BLOOM, vocab_size=4096, d_model=256, num_heads=4, num_layers=4, d_ff=1024,
+        **_BLOOM,
+        vocab_size=4096,
+        d_model=256,
+        num_heads=4,
+        num_layers=4,
+        d_ff=1024,
     ),
     # bloom-560m: 24 layers, 16 heads, width 1024, vocabulary 250880 (bigscience/bloom-560m).
     "bloom-560m": ModelConfig(
-        **_BLOOM, vocab_size=250880, d_model=1024, num_heads=16, num_layers=24, d_ff=4096,
+        **_BLOOM,
+        vocab_size=250880,
+        d_model=1024,
+        num_heads=16,
+        num_layers=24,
+        d_ff=4096,
     ),
 }
 

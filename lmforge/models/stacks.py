@@ -1,7 +1,9 @@
 """Stack: embeddings in, hidden states out, through a list of TransformerBlocks.
 
-One class serves as the encoder (bidirectional), the decoder of a decoder-only model (causal) and the
-decoder of an encoder-decoder model (causal, cross-attending). Each stack owns its positions (the score
+One class serves as the encoder (bidirectional), the decoder of a decoder-only model (causal) and
+the
+decoder of an encoder-decoder model (causal, cross-attending). Each stack owns its positions (the
+score
 bias is computed here once and shared by all layers, as in T5 and BLOOM), its optional segment
 embeddings and embedding norm, and, with pre-norm, the final norm.
 """
@@ -34,7 +36,8 @@ class Stack(nn.Module):
         self.embed_norm = build_norm(cfg.norm, cfg.d_model) if cfg.embedding.norm else None
         self.embed_dropout = nn.Dropout(cfg.embedding.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(cfg, has_cross_attention=has_cross_attention) for _ in range(num_layers)
+            TransformerBlock(cfg, has_cross_attention=has_cross_attention)
+            for _ in range(num_layers)
         )
         self.final_norm = build_norm(cfg.norm, cfg.d_model) if cfg.norm.placement == "pre" else None
 

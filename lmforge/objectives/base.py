@@ -26,6 +26,7 @@ def build_objective(kind: str, *, family: str) -> Objective:
     objective = objectives[kind]()
     if family not in objective.families:
         raise LmforgeError(
-            f"objective {kind} cannot train a {family} model; it supports {', '.join(objective.families)}"
+            f"objective {kind} cannot train a {family} model; "
+            f"it supports {', '.join(objective.families)}"
         )
     return objective

@@ -1,7 +1,8 @@
 """Causal language modeling: predict token t+1 from tokens 0..t.
 
 Windows of T + 1 consecutive tokens from the packed stream (documents separated by EOS, so the model
-learns where documents end) give inputs tokens[:-1] and labels tokens[1:]: every position is a target.
+learns where documents end) give inputs tokens[:-1] and labels tokens[1:]: every position is a
+target.
 """
 
 from __future__ import annotations

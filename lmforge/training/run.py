@@ -84,9 +84,12 @@ def check_run_dir(config: RunConfig) -> Path | None:
         )
     if config.resume == "never":
         raise LmforgeError(
-            f"{run_dir} already holds a run; choose another --run.dir, or --resume=auto to continue it"
+            f"{run_dir} already holds a run; choose another --run.dir, "
+            "or --resume=auto to continue it"
         )
-    difference = _first_difference(_identity(yaml.safe_load(saved.read_text())), _identity(to_dict(config)))
+    difference = _first_difference(
+        _identity(yaml.safe_load(saved.read_text())), _identity(to_dict(config))
+    )
     if difference:
         raise LmforgeError(
             f"{run_dir} holds a different run ({difference}); choose another --run.dir"
@@ -102,7 +105,9 @@ def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tok
     has_val = manifest["splits"].get("val", {}).get("num_tokens", 0) > config.train.seq_len
     val = TokenDataset(data_dir, "val") if has_val else None
     if val is None:
-        logger.warning("%s has no validation split longer than one sequence: no evaluation", data_dir)
+        logger.warning(
+            "%s has no validation split longer than one sequence: no evaluation", data_dir
+        )
     return train, val, tokenizer
 
 

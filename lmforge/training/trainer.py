@@ -93,7 +93,8 @@ class Trainer:
                 raise LmforgeError(
                     f"the val split holds {self.val_sampler.num_windows} sequences of "
                     f"{train.seq_len} tokens, fewer than one evaluation batch ({needed}); lower "
-                    "train.micro_batch_size or train.seq_len, or prepare with a larger --val-fraction"
+                    "train.micro_batch_size or train.seq_len, "
+                    "or prepare with a larger --val-fraction"
                 )
         self.device_type = context.device.type
         self.scaler = grad_scaler(train.precision, self.device_type)
@@ -167,7 +168,9 @@ class Trainer:
         set_lr(self.optimizer, lr)
         # Dropout randomness is a pure function of (seed, step, rank), like the data order, so a
         # resumed run (on any number of ranks) draws exactly what the uninterrupted one would have.
-        torch.manual_seed(self.config.run.seed * 1_000_003 + self.state.step * 1_009 + self.context.rank)
+        torch.manual_seed(
+            self.config.run.seed * 1_000_003 + self.state.step * 1_009 + self.context.rank
+        )
         batches = self._step_batches()
         num_targets = self._global_target_count(batches)
         loss_sum = self._accumulate_gradients(batches, num_targets)
@@ -207,8 +210,9 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.context.device)
         for index, batch in enumerate(batches):
             is_last = index == len(batches) - 1
-            with self._maybe_no_sync(is_last), autocast_context(
-                self.config.train.precision, self.device_type
+            with (
+                self._maybe_no_sync(is_last),
+                autocast_context(self.config.train.precision, self.device_type),
             ):
                 output = self.model(**batch)
             self.scaler.scale(output.loss_sum * scale).backward()
@@ -275,7 +279,9 @@ class Trainer:
             rank=self.context.rank,
             world_size=self.context.world_size,
         ):
-            batch = {k: v.to(self.context.device) for k, v in self.objective.make_batch(windows).items()}
+            batch = {
+                k: v.to(self.context.device) for k, v in self.objective.make_batch(windows).items()
+            }
             with autocast_context(self.config.train.precision, self.device_type):
                 output = self.raw_model(**batch)
             totals += torch.stack([output.loss_sum.double(), output.num_targets.double()])
@@ -285,7 +291,11 @@ class Trainer:
         # bits/byte = nats/token * tokens/byte / ln 2: comparable across tokenizers (and with
         # character-level models on ASCII text, where bytes are characters).
         bits_per_byte = loss * self.val_data.tokens_per_byte / math.log(2)
-        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_bpb": bits_per_byte}
+        return {
+            "val_loss": loss,
+            "val_perplexity": math.exp(min(loss, 50.0)),
+            "val_bpb": bits_per_byte,
+        }
 
     def maybe_checkpoint(self) -> None:
         if not self._is_due(self.config.checkpoint.every):

@@ -55,7 +55,9 @@ def test_run_dir_holding_a_different_run_is_refused(python_docs_data: Path, tmp_
 def test_checkpoint_of_another_shape_is_refused(python_docs_data: Path, tmp_path: Path, capsys):
     assert main(pretrain(python_docs_data, tmp_path / "a")) == 0
     resume = f"--resume={tmp_path / 'a'}"
-    code, line = run_cli(pretrain(python_docs_data, tmp_path / "b", "--model.d_ff=128", resume), capsys)
+    code, line = run_cli(
+        pretrain(python_docs_data, tmp_path / "b", "--model.d_ff=128", resume), capsys
+    )
     assert code == 2
     assert "different model shape" in line
 

@@ -25,8 +25,14 @@ def test_command_line_overrides_beat_yaml_beat_preset(tmp_path: Path) -> None:
 
 def test_values_are_coerced_to_the_field_type() -> None:
     config = load_run_config(
-        "bloom-tiny", REQUIRED + ["--train.compile=true", "--train.micro_batch_size=none",
-                                  "--model.position.kind", "rope"]  # fmt: skip
+        "bloom-tiny",
+        REQUIRED
+        + [
+            "--train.compile=true",
+            "--train.micro_batch_size=none",
+            "--model.position.kind",
+            "rope",
+        ],  # fmt: skip
     )
     assert config.train.compile is True
     assert config.train.micro_batch_size is None
@@ -50,7 +56,9 @@ def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
 
 
 def test_missing_required_value_says_how_to_give_it() -> None:
-    with pytest.raises(ValueError, match=r"missing required config value data\.path; give it as --data\.path"):
+    with pytest.raises(
+        ValueError, match=r"missing required config value data\.path; give it as --data\.path"
+    ):
         load_run_config("gpt2-tiny", ["--run.dir=r"])
 
 
@@ -65,7 +73,9 @@ def test_dumped_config_loads_back_identically(tmp_path: Path) -> None:
     assert load_run_config(str(tmp_path / "config.yaml"), {}) == config
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((REPO_ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_shipped_yaml_loads_and_builds(path: Path) -> None:
     config = load_run_config(str(path), {})
     assert build_model(config.model, device="meta").num_parameters() > 0

@@ -59,8 +59,12 @@ def test_generation_stops_when_every_row_produced_eos() -> None:
 def test_top_k_and_top_p_keep_only_the_likely_tokens() -> None:
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     generator = torch.Generator().manual_seed(0)
-    top_k = {choose_next_token(logits, SamplingConfig(top_k=2), generator).item() for _ in range(200)}
-    top_p = {choose_next_token(logits, SamplingConfig(top_p=0.7), generator).item() for _ in range(200)}
+    top_k = {
+        choose_next_token(logits, SamplingConfig(top_k=2), generator).item() for _ in range(200)
+    }
+    top_p = {
+        choose_next_token(logits, SamplingConfig(top_p=0.7), generator).item() for _ in range(200)
+    }
     assert top_k == {0, 1}
     assert top_p == {0, 1}
 
@@ -68,4 +72,6 @@ def test_top_k_and_top_p_keep_only_the_likely_tokens() -> None:
 def test_generation_beyond_learned_positions_is_refused() -> None:
     model = tiny_decoder("gpt2-tiny")  # 256 learned positions
     with pytest.raises(ValueError, match="exceeds the model's 256 positions"):
-        generate(model, torch.ones(1, 250, dtype=torch.long), sampling=SamplingConfig(max_new_tokens=10))
+        generate(
+            model, torch.ones(1, 250, dtype=torch.long), sampling=SamplingConfig(max_new_tokens=10)
+        )

@@ -24,9 +24,7 @@ VARIANTS = {
     "gpt2": tiny("gpt2-tiny"),
     "bloom": tiny("bloom-tiny"),
     "rope-decoder": tiny("gpt2-tiny", position=PositionConfig(kind="rope")),
-    "post-norm-encoder": tiny(
-        "gpt2-tiny", family="encoder", norm=NormConfig(placement="post")
-    ),
+    "post-norm-encoder": tiny("gpt2-tiny", family="encoder", norm=NormConfig(placement="post")),
     "t5-like-encoder-decoder": tiny(
         "gpt2-tiny",
         family="encoder_decoder",
@@ -38,7 +36,9 @@ VARIANTS = {
 
 def _forward(model, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     if model.config.family == "encoder_decoder":
-        return model(ids, decoder_input_ids=ids, attention_mask=mask, decoder_attention_mask=mask).logits
+        return model(
+            ids, decoder_input_ids=ids, attention_mask=mask, decoder_attention_mask=mask
+        ).logits
     return model(ids, attention_mask=mask).logits
 
 
@@ -80,7 +80,9 @@ def test_loss_counts_only_labelled_positions() -> None:
     labels[:, :3] = -100
     output = model(ids, labels=labels)
     logits = model(ids).logits
-    expected = torch.nn.functional.cross_entropy(logits[:, 3:].reshape(-1, 96), ids[:, 3:].reshape(-1))
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, 3:].reshape(-1, 96), ids[:, 3:].reshape(-1)
+    )
     assert output.num_targets.item() == 10
     torch.testing.assert_close(output.loss, expected)
 

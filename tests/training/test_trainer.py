@@ -1,4 +1,5 @@
-"""The training loop: it learns, resumes exactly, and is the same on 2 ranks as with 2 micro-batches."""
+"""The training loop: it learns, resumes exactly, and is the same on 2 ranks as with 2
+micro-batches."""
 
 from __future__ import annotations
 
@@ -56,12 +57,28 @@ def test_loss_falls_on_real_corpus(tmp_path: Path) -> None:
     corpus = tmp_path / "shakespeare.txt"
     corpus.write_text(text)
     tokenizer_dir = train_tokenizer("bpe", 512, text.split("\n\n")).save(tmp_path / "tok")
-    prepare_data([str(corpus)], tokenizer_dir, tmp_path / "data", workers=1, val_fraction=0.1,
-                 split="tail", progress=False)
+    prepare_data(
+        [str(corpus)],
+        tokenizer_dir,
+        tmp_path / "data",
+        workers=1,
+        val_fraction=0.1,
+        split="tail",
+        progress=False,
+    )
     run_dir = tmp_path / "run"
-    args = pretrain_args("gpt2-tiny", tmp_path / "data", run_dir, "--train.max_steps=200",
-                         "--train.batch_size=16", "--train.lr=3e-3", "--train.warmup_steps=10",
-                         "--eval.every=100", "--model.d_model=64", "--model.d_ff=256")
+    args = pretrain_args(
+        "gpt2-tiny",
+        tmp_path / "data",
+        run_dir,
+        "--train.max_steps=200",
+        "--train.batch_size=16",
+        "--train.lr=3e-3",
+        "--train.warmup_steps=10",
+        "--eval.every=100",
+        "--model.d_model=64",
+        "--model.d_ff=256",
+    )
     assert main(args) == 0
     evals = [row for row in read_rows(run_dir) if "val_loss" in row]
     losses = train_losses(run_dir)
@@ -76,8 +93,13 @@ def test_loss_falls_on_real_corpus(tmp_path: Path) -> None:
 def test_resume_equals_uninterrupted_training(
     python_docs_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    common = ["--train.max_steps=8", "--train.batch_size=4", "--checkpoint.every=4",
-              "--model.dropout=0.1", "--eval.every=4"]
+    common = [
+        "--train.max_steps=8",
+        "--train.batch_size=4",
+        "--checkpoint.every=4",
+        "--model.dropout=0.1",
+        "--eval.every=4",
+    ]
     straight = tmp_path / "straight"
     assert main(pretrain_args("gpt2-tiny", python_docs_data, straight, *common)) == 0
 
@@ -102,14 +124,26 @@ def test_resume_equals_uninterrupted_training(
 def test_two_ranks_equal_one_process_with_two_micro_batches(
     python_docs_data: Path, tmp_path: Path
 ) -> None:
-    common = ["--train.max_steps=4", "--train.batch_size=4", "--train.micro_batch_size=2",
-              "--eval.every=0", "--run.device=cpu"]
+    common = [
+        "--train.max_steps=4",
+        "--train.batch_size=4",
+        "--train.micro_batch_size=2",
+        "--eval.every=0",
+        "--run.device=cpu",
+    ]
     single = tmp_path / "single"
     assert main(pretrain_args("gpt2-tiny", python_docs_data, single, *common)) == 0
     ranks = tmp_path / "ranks"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-               "--master-port=29533", "-m", "lmforge",
-               *pretrain_args("gpt2-tiny", python_docs_data, ranks, *common)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--master-port=29533",
+        "-m",
+        "lmforge",
+        *pretrain_args("gpt2-tiny", python_docs_data, ranks, *common),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
