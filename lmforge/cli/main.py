@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"lmforge.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"lmforge.cli.{name}":
-                continue  # not written yet in this checkout
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"lmforge.cli.{name}").register(subparsers)
     return parser
 
 

@@ -49,7 +49,9 @@ def plot_run(run_dir: str | os.PathLike[str]) -> Path:
     _draw_lr(axes[-1], rows)
     axes[-1].set_xlabel("step")
     _add_tokens_axis(axes[0], rows)
-    figure.suptitle(f"run: {run_dir.resolve().name}")
+    # Two path parts: quickstart runs are all called "run", their parent names them.
+    resolved = run_dir.resolve()
+    figure.suptitle(f"run: {resolved.parent.name}/{resolved.name}")
     figure.tight_layout()
     out = run_dir / CURVES_FILE
     figure.savefig(out, dpi=110)
