@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic save, safe load, keep-last-K pruning, RNG capture.
+"""Training checkpoints: atomic save, safe load, keep-last-K pruning.
 
 Layout (one directory per checkpoint, the newest complete one named by `LATEST`)::
 
@@ -19,24 +19,22 @@ model or optimizer state into full state dicts is the caller's job.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
-import random
 import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lmforge.errors import LmforgeError
+from lmforge.training.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
     "capture_rng_state",
@@ -361,68 +359,3 @@ def _some(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_NAMED_KEYS])
     more = len(items) - _MAX_NAMED_KEYS
     return f"{shown} (+{more} more)" if more > 0 else shown
-
-
-# --- random number generators -----------------------------------------------------------------
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """The states of the torch (CPU and CUDA), numpy and Python generators, JSON-serialisable."""
-    state: dict[str, Any] = {
-        "torch": _bytes_to_text(torch.get_rng_state()),
-        "numpy": _numpy_state_to_json(np.random.get_state()),
-        "python": _python_state_to_json(random.getstate()),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [_bytes_to_text(s) for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what `capture_rng_state` returned; absent entries are left alone."""
-    if "torch" in state:
-        torch.set_rng_state(_text_to_bytes(state["torch"]))
-    if "numpy" in state:
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state(
-            (kind, _words_from_text(keys).astype(np.uint32), pos, has_gauss, cached)
-        )
-    if "python" in state:
-        version, internal, gauss_next = state["python"]
-        random.setstate((version, tuple(int(w) for w in _words_from_text(internal)), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        saved = state["cuda"]
-        # A resume on fewer GPUs than the save restores the devices both runs have.
-        for index in range(min(len(saved), torch.cuda.device_count())):
-            torch.cuda.set_rng_state(_text_to_bytes(saved[index]), index)
-
-
-def _bytes_to_text(tensor: torch.Tensor) -> str:
-    # base64 of the uint8 state: 5 KiB of text instead of ~20 KiB of JSON ints.
-    return base64.b64encode(tensor.numpy().tobytes()).decode("ascii")
-
-
-def _text_to_bytes(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
-
-
-def _numpy_state_to_json(state: tuple[Any, ...]) -> list[Any]:
-    kind, keys, pos, has_gauss, cached = state
-    return [
-        kind,
-        base64.b64encode(keys.astype("<u4").tobytes()).decode("ascii"),
-        int(pos),
-        int(has_gauss),
-        float(cached),
-    ]
-
-
-def _python_state_to_json(state: tuple[Any, ...]) -> list[Any]:
-    # The Mersenne Twister state is 625 words below 2**32 (624 keys and the position).
-    version, internal, gauss_next = state
-    words = np.array(internal, dtype="<u4").tobytes()
-    return [version, base64.b64encode(words).decode("ascii"), gauss_next]
-
-
-def _words_from_text(text: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<u4")
