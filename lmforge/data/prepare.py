@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lmforge.data.shards import FORMAT, read_manifest, token_dtype
+from lmforge.data.shards import FORMAT, ShardWriter, read_manifest, token_dtype
 from lmforge.data.sources import Document, check_spec, iter_documents
 from lmforge.data.tokenizer import Tokenizer, load_tokenizer
 from lmforge.errors import LmforgeError
@@ -161,7 +161,7 @@ def _prepare_into(
     first_val_index = total_bytes = None
     if options["split"] == "tail" and options["val_fraction"] > 0:
         first_val_index, total_bytes = _tail_start(inputs, options)
-    writers = {name: _ShardWriter(tmp, name, dtype, options["shard_tokens"]) for name in SPLITS}
+    writers = {name: ShardWriter(tmp, name, dtype, options["shard_tokens"]) for name in SPLITS}
     started = time.perf_counter()
     batches = _batches(_documents(inputs, options, stats), options)
     first_index = 0
@@ -325,67 +325,6 @@ def _route(encoded: tuple[np.ndarray, ...], is_val: np.ndarray, writers: dict) -
     for name, docs, toks in (("train", ~is_val, ~token_is_val), ("val", is_val, token_is_val)):
         if docs.any():
             writers[name].add(tokens[toks], lengths[docs], int(num_bytes[docs].sum()))
-
-
-class _ShardWriter:
-    """Appends documents to ROOT/SPLIT/shard-NNNNN.{bin,idx}, starting a new shard before one
-    would exceed `shard_tokens` (a longer document gets a shard of its own)."""
-
-    def __init__(self, root: Path, split: str, dtype: str, shard_tokens: int) -> None:
-        self.root, self.split, self.dtype, self.shard_tokens = root, split, dtype, shard_tokens
-        self.shards: list[dict[str, Any]] = []
-        self.num_tokens = self.num_documents = self.num_bytes = 0
-        self._bin = self._idx = None
-
-    def add(self, tokens: np.ndarray, lengths: np.ndarray, num_bytes: int) -> None:
-        self.num_bytes += num_bytes
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        i = 0
-        while i < len(lengths):
-            used = self.shards[-1]["num_tokens"] if self._bin is not None else 0
-            room = self.shard_tokens - used
-            fit = int(np.searchsorted(offsets[i + 1 :] - offsets[i], room, side="right"))
-            if fit == 0 and self._bin is not None:
-                self._close_shard()
-                continue
-            fit = max(fit, 1)
-            self._write(tokens[offsets[i] : offsets[i + fit]], offsets[i : i + fit] - offsets[i])
-            i += fit
-
-    def _write(self, tokens: np.ndarray, starts: np.ndarray) -> None:
-        if self._bin is None:
-            self._open_shard()
-        shard = self.shards[-1]
-        self._idx.write((starts + shard["num_tokens"]).astype(np.int64).tobytes())
-        self._bin.write(tokens.tobytes())
-        shard["num_tokens"] += len(tokens)
-        shard["num_documents"] += len(starts)
-        self.num_tokens += len(tokens)
-        self.num_documents += len(starts)
-
-    def _open_shard(self) -> None:
-        name = f"{self.split}/shard-{len(self.shards):05d}"
-        (self.root / self.split).mkdir(exist_ok=True)
-        self._bin = open(self.root / f"{name}.bin", "wb")  # noqa: SIM115 (closed in _close_shard)
-        self._idx = open(self.root / f"{name}.idx", "wb")  # noqa: SIM115
-        self.shards.append(
-            {"bin": f"{name}.bin", "idx": f"{name}.idx", "num_tokens": 0, "num_documents": 0}
-        )
-
-    def _close_shard(self) -> None:
-        self._bin.close()
-        self._idx.close()
-        self._bin = self._idx = None
-
-    def close(self) -> dict[str, Any]:
-        if self._bin is not None:
-            self._close_shard()
-        return {
-            "num_tokens": self.num_tokens,
-            "num_documents": self.num_documents,
-            "num_bytes": self.num_bytes,
-            "shards": self.shards,
-        }
 
 
 def _check_splits(splits: dict[str, dict], options: dict, num_documents: int) -> None:

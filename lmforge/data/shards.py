@@ -1,4 +1,4 @@
-"""Token shards on disk: the manifest contract and the memory-mapped reading side.
+"""Token shards on disk: the manifest contract, the shard writer and the memory-mapped reader.
 
 Layout written by `lmforge data prepare` (format 1):
 
@@ -143,3 +143,64 @@ class TokenDataset:
         if len(pieces) == 1:
             return np.asarray(pieces[0])
         return np.concatenate(pieces) if pieces else np.empty(0, dtype=self.dtype)
+
+
+class ShardWriter:
+    """Appends documents to ROOT/SPLIT/shard-NNNNN.{bin,idx}, starting a new shard before one
+    would exceed `shard_tokens` (a longer document gets a shard of its own)."""
+
+    def __init__(self, root: Path, split: str, dtype: str, shard_tokens: int) -> None:
+        self.root, self.split, self.dtype, self.shard_tokens = root, split, dtype, shard_tokens
+        self.shards: list[dict[str, Any]] = []
+        self.num_tokens = self.num_documents = self.num_bytes = 0
+        self._bin = self._idx = None
+
+    def add(self, tokens: np.ndarray, lengths: np.ndarray, num_bytes: int) -> None:
+        self.num_bytes += num_bytes
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        i = 0
+        while i < len(lengths):
+            used = self.shards[-1]["num_tokens"] if self._bin is not None else 0
+            room = self.shard_tokens - used
+            fit = int(np.searchsorted(offsets[i + 1 :] - offsets[i], room, side="right"))
+            if fit == 0 and self._bin is not None:
+                self._close_shard()
+                continue
+            fit = max(fit, 1)
+            self._write(tokens[offsets[i] : offsets[i + fit]], offsets[i : i + fit] - offsets[i])
+            i += fit
+
+    def _write(self, tokens: np.ndarray, starts: np.ndarray) -> None:
+        if self._bin is None:
+            self._open_shard()
+        shard = self.shards[-1]
+        self._idx.write((starts + shard["num_tokens"]).astype(np.int64).tobytes())
+        self._bin.write(tokens.tobytes())
+        shard["num_tokens"] += len(tokens)
+        shard["num_documents"] += len(starts)
+        self.num_tokens += len(tokens)
+        self.num_documents += len(starts)
+
+    def _open_shard(self) -> None:
+        name = f"{self.split}/shard-{len(self.shards):05d}"
+        (self.root / self.split).mkdir(exist_ok=True)
+        self._bin = open(self.root / f"{name}.bin", "wb")  # noqa: SIM115 (closed in _close_shard)
+        self._idx = open(self.root / f"{name}.idx", "wb")  # noqa: SIM115
+        self.shards.append(
+            {"bin": f"{name}.bin", "idx": f"{name}.idx", "num_tokens": 0, "num_documents": 0}
+        )
+
+    def _close_shard(self) -> None:
+        self._bin.close()
+        self._idx.close()
+        self._bin = self._idx = None
+
+    def close(self) -> dict[str, Any]:
+        if self._bin is not None:
+            self._close_shard()
+        return {
+            "num_tokens": self.num_tokens,
+            "num_documents": self.num_documents,
+            "num_bytes": self.num_bytes,
+            "shards": self.shards,
+        }
