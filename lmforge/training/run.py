@@ -19,7 +19,7 @@ from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset, read_manifest
 from lmforge.data.tokenizer import Tokenizer, load_tokenizer
 from lmforge.distributed.parallelize import parallelize
-from lmforge.distributed.setup import DistributedContext, barrier, init_distributed
+from lmforge.distributed.setup import barrier, init_distributed
 from lmforge.errors import LmforgeError
 from lmforge.models.config import ModelConfig
 from lmforge.models.lm import build_model
@@ -159,5 +159,3 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         resume_from=resume_from,
     )
 
-
-__all__ = ["DistributedContext", "prepare_trainer", "check_run_dir", "resolve_vocab_size"]
