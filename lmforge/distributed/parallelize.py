@@ -15,9 +15,23 @@ from torch.nn.parallel import DistributedDataParallel
 from lmforge.distributed.setup import DistributedContext
 
 
-def parallelize(model: nn.Module, context: DistributedContext, *, compile: bool) -> nn.Module:
+def parallelize(
+    model: nn.Module,
+    context: DistributedContext,
+    *,
+    compile: bool,
+    unused_parameters: list[str] | tuple[str, ...] = (),
+) -> nn.Module:
+    """Wrap `model` for `context`; `unused_parameters` (names) get no gradient in forward, so DDP
+    must not wait for them (it would fail on the next step) nor all-reduce them."""
     wrapped = model
     if context.world_size > 1:
+        if unused_parameters:
+            # A static ignore list is cheaper than find_unused_parameters=True, which walks the
+            # autograd graph after every forward.
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, list(unused_parameters)
+            )
         device_ids = [context.device.index] if context.device.type == "cuda" else None
         wrapped = DistributedDataParallel(model, device_ids=device_ids)
     if compile:

@@ -32,6 +32,22 @@ class HeadTransform(nn.Module):
         return self.norm(self.activation(self.dense(x)))
 
 
+class Pooler(nn.Module):
+    """dense + tanh on the first token's hidden state (BERT's pooler, for sequence classification).
+
+    Pretraining without next-sentence prediction (RoBERTa, our MLM) never trains it; it is kept so
+    that BERT checkpoints round-trip and classification tasks have the reference input.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (B, T, D) -> (B, D)."""
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
 class LMHead(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -21,7 +21,7 @@ from torch import nn
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.norms import LayerNorm, RMSNorm
 from lmforge.models.config import ModelConfig
-from lmforge.models.heads import IGNORE_INDEX, LMHead
+from lmforge.models.heads import IGNORE_INDEX, LMHead, Pooler
 from lmforge.models.stacks import Stack
 
 
@@ -69,6 +69,11 @@ class LanguageModel(nn.Module):
             total -= self.token_embed.weight.numel()
             total -= sum(p.numel() for stack in self.stacks() for p in stack.positions.parameters())
         return total
+
+    def unused_parameter_names(self) -> list[str]:
+        """Parameters the language-modeling forward never touches (data parallelism must not wait
+        for their gradients)."""
+        return []
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty KV cache for incremental decoding with the decoder stack."""
@@ -141,9 +146,26 @@ class EncoderModel(LanguageModel):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
         self.encoder = Stack(cfg, cfg.num_layers, is_causal=False, has_cross_attention=False)
+        self.pooler = Pooler(cfg)
 
     def stacks(self) -> list[Stack]:
         return [self.encoder]
+
+    def unused_parameter_names(self) -> list[str]:
+        # The pooler serves classification tasks; masked language modeling does not use it.
+        return [f"pooler.{name}" for name, _ in self.pooler.named_parameters()]
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) token ids -> hidden states (B, T, D); `pooler(hidden)` gives (B, D)."""
+        return self.encoder(
+            self.token_embed(input_ids), attention_mask=attention_mask, segment_ids=segment_ids
+        )
 
     def forward(
         self,
@@ -153,9 +175,8 @@ class EncoderModel(LanguageModel):
         segment_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> ModelOutput:
-        hidden = self.encoder(
-            self.token_embed(input_ids), attention_mask=attention_mask, segment_ids=segment_ids
-        )
+        """input_ids, attention_mask (1 = real token), segment_ids, labels: (B, T)."""
+        hidden = self.encode(input_ids, attention_mask=attention_mask, segment_ids=segment_ids)
         return self._output(hidden, labels)
 
 

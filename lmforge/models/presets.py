@@ -14,6 +14,7 @@ from lmforge.errors import LmforgeError
 from lmforge.models.config import (
     AttentionConfig,
     EmbeddingConfig,
+    HeadConfig,
     MLPConfig,
     ModelConfig,
     NormConfig,
@@ -45,6 +46,31 @@ _BLOOM = dict(
     attention=AttentionConfig(score_scale="inverse_sqrt"),
     embedding=EmbeddingConfig(norm=True),
     tie_word_embeddings=True,
+)
+
+# BERT (Devlin et al. 2019; google-bert/bert-base-uncased config.json: hidden_act "gelu" (erf),
+# layer_norm_eps 1e-12, max_position_embeddings 512, type_vocab_size 2, vocab_size 30522): post-norm
+# blocks, learned positions, token type embeddings, a LayerNorm after the embeddings, and the MLM
+# head dense + GELU + LayerNorm + tied decoder with its own bias. Dropout 0.1 in the release; 0
+# here, as for GPT-2.
+_BERT = dict(
+    family="encoder",
+    norm=NormConfig(kind="layernorm", placement="post", eps=1e-12),
+    mlp=MLPConfig(activation="gelu"),
+    attention=AttentionConfig(score_scale="inverse_sqrt"),
+    embedding=EmbeddingConfig(num_segment_types=2, norm=True),
+    head=HeadConfig(kind="transform", bias=True),
+    tie_word_embeddings=True,
+)
+
+# RoBERTa (Liu et al. 2019; FacebookAI/roberta-base config.json: layer_norm_eps 1e-5,
+# max_position_embeddings 514, type_vocab_size 1, pad_token_id 1, vocab_size 50265): BERT's blocks
+# with one token type and fairseq's position offset: positions count from padding index + 1 = 2,
+# so the 514-row table serves 512 tokens.
+_ROBERTA = dict(
+    _BERT,
+    norm=NormConfig(kind="layernorm", placement="post", eps=1e-5),
+    embedding=EmbeddingConfig(num_segment_types=1, norm=True),
 )
 
 PRESETS: dict[str, ModelConfig] = {
@@ -95,6 +121,56 @@ PRESETS: dict[str, ModelConfig] = {
         num_heads=16,
         num_layers=24,
         d_ff=4096,
+    ),
+    # Quickstart size, like gpt2-tiny: 4 layers x 256 wide, 256-token context.
+    "bert-tiny": ModelConfig(
+        **_BERT,
+        vocab_size=4096,
+        d_model=256,
+        num_heads=4,
+        num_layers=4,
+        d_ff=1024,
+        position=PositionConfig(kind="learned", max_positions=256),
+    ),
+    # A ~30 M parameter BERT shape (25 M in the blocks, 4 M in the embeddings) for benchmarks.
+    "bert-30m": ModelConfig(
+        **_BERT,
+        vocab_size=8192,
+        d_model=512,
+        num_heads=8,
+        num_layers=8,
+        d_ff=2048,
+        position=PositionConfig(kind="learned", max_positions=512),
+    ),
+    # BERT base, 110 M: 12 layers, 12 heads, width 768 (google-bert/bert-base-uncased).
+    "bert-base": ModelConfig(
+        **_BERT,
+        vocab_size=30522,
+        d_model=768,
+        num_heads=12,
+        num_layers=12,
+        d_ff=3072,
+        position=PositionConfig(kind="learned", max_positions=512),
+    ),
+    "roberta-tiny": ModelConfig(
+        **_ROBERTA,
+        vocab_size=4096,
+        d_model=256,
+        num_heads=4,
+        num_layers=4,
+        d_ff=1024,
+        position=PositionConfig(kind="learned", max_positions=256, offset=2),
+    ),
+    # RoBERTa base, 125 M: BERT base's shape with a 50265-token byte-level BPE vocabulary
+    # (FacebookAI/roberta-base).
+    "roberta-base": ModelConfig(
+        **_ROBERTA,
+        vocab_size=50265,
+        d_model=768,
+        num_heads=12,
+        num_layers=12,
+        d_ff=3072,
+        position=PositionConfig(kind="learned", max_positions=512, offset=2),
     ),
 }
 

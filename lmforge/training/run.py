@@ -136,7 +136,12 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
     barrier()
     torch.manual_seed(config.run.seed)
     raw_model = build_model(model_config, device=context.device)
-    model = parallelize(raw_model, context, compile=config.train.compile)
+    model = parallelize(
+        raw_model,
+        context,
+        compile=config.train.compile,
+        unused_parameters=raw_model.unused_parameter_names(),
+    )
     optimizer = build_optimizer(
         raw_model,
         lr=config.train.lr,
@@ -158,4 +163,3 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         matmul_peak=measure_matmul_peak(context.device, peak_dtype),
         resume_from=resume_from,
     )
-

@@ -25,6 +25,8 @@ VARIANTS = {
     "bloom": tiny("bloom-tiny"),
     "rope-decoder": tiny("gpt2-tiny", position=PositionConfig(kind="rope")),
     "post-norm-encoder": tiny("gpt2-tiny", family="encoder", norm=NormConfig(placement="post")),
+    "bert": tiny("bert-tiny"),
+    "roberta": tiny("roberta-tiny"),
     "t5-like-encoder-decoder": tiny(
         "gpt2-tiny",
         family="encoder_decoder",
@@ -95,10 +97,38 @@ def test_every_preset_builds_on_meta(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("gpt2-small", 124_439_808), ("bloom-560m", 559_214_592)],  # HF's reported parameter counts
+    [
+        ("gpt2-small", 124_439_808),  # HF's reported parameter counts
+        ("bloom-560m", 559_214_592),
+        # BertForMaskedLM / RobertaForMaskedLM have no pooler (add_pooling_layer=False); counted
+        # with transformers 5 from BertConfig() and roberta-base's config.json values, on meta.
+        # Our EncoderModel keeps the pooler: + 768 * 768 + 768 = 590_592.
+        ("bert-base", 109_514_298 + 590_592),
+        ("roberta-base", 124_697_433 + 590_592),
+    ],
 )
 def test_reference_shapes_have_the_published_parameter_count(name: str, expected: int) -> None:
     assert build_model(get_preset(name), device="meta").num_parameters() == expected
+
+
+def test_encoder_uses_segment_ids_and_padding() -> None:
+    model = build_model(VARIANTS["bert"]).eval()
+    ids = torch.randint(5, 96, (2, 10))
+    segments = torch.zeros_like(ids)
+    segments[:, 5:] = 1
+    plain = model(ids).logits
+    assert not torch.allclose(model(ids, segment_ids=segments).logits, plain)
+    padded = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(2, 10), torch.zeros(2, 3)], dim=1).long()
+    torch.testing.assert_close(model(padded, attention_mask=mask).logits[:, :10], plain)
+
+
+def test_pooler_maps_the_first_token_through_tanh() -> None:
+    model = build_model(VARIANTS["bert"]).eval()
+    hidden = model.encode(torch.randint(0, 96, (3, 7)))
+    pooled = model.pooler(hidden)
+    assert pooled.shape == (3, 32)
+    torch.testing.assert_close(pooled, torch.tanh(model.pooler.dense(hidden[:, 0])))
 
 
 def test_invalid_config_names_the_fields() -> None:
