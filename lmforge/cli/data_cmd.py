@@ -37,7 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split",
         default="hash",
         choices=SPLIT_MODES,
-        help="hash: by a hash of each document's text; tail: the last documents (nanoGPT style)",
+        help=(
+            "hash: by a hash of each document's text; "
+            "tail: the documents in the last val-fraction of the text (nanoGPT style)"
+        ),
     )
     prepare.add_argument("--split-by", default="paragraph", choices=SPLIT_BY)
     prepare.add_argument("--text-field", default="text", help="field of .jsonl/.parquet/hf inputs")

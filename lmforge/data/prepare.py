@@ -10,8 +10,9 @@ Splits are decided per document:
 - `hash`: blake2b of the document text, as a fraction of 2**64, below `val_fraction` -> val. The
   index is deliberately left out: identical documents (boilerplate, repeated headers) land in
   the same split, so val never contains a verbatim copy of a train document.
-- `tail`: the last ceil(n * val_fraction) documents, in input order (nanoGPT's 90/10 convention).
-  This needs n first, so the inputs are read twice (a cheap counting pass without tokenizing),
+- `tail`: the documents starting in the last val_fraction of the text by bytes, in input order
+  (nanoGPT's 90/10 convention).
+  This needs the total first, so the inputs are read twice (a cheap pass without tokenizing),
   rather than buffering an unknown-sized tail.
 
 Atomicity: everything is written into a hidden sibling directory `.OUT.tmp-XXXX`, manifest.json
