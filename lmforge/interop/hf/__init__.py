@@ -19,6 +19,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.interop.hf.convert import (
+    extra_keys,
     hf_state_dict_to_ours,
     mismatched_fields,
     ours_to_hf_state_dict,
@@ -28,8 +29,14 @@ from lmforge.models.config import ModelConfig
 FAMILIES: dict[str, str] = {
     "gpt2": "lmforge.interop.hf.gpt2",
     "bloom": "lmforge.interop.hf.bloom",
+    "bert": "lmforge.interop.hf.bert",
+    "roberta": "lmforge.interop.hf.roberta",
 }
 """HF model_type -> the module describing it."""
+
+EXTRA_WEIGHTS_FILE = "lmforge_extra.safetensors"
+"""Weights our model has and the HF model class has not (BERT's pooler), kept beside the HF weights
+so that an exported folder converts back bit for bit; transformers never reads this file."""
 
 
 def get_family(model_type: str) -> ModuleType:
@@ -89,20 +96,37 @@ def load_hf_model_dir(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
     hf_config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     cfg = family.config_from_hf(hf_config)
     hf_sd = _read_weight_files(path)
+    if (path / EXTRA_WEIGHTS_FILE).is_file():
+        from safetensors.torch import load_file
+
+        hf_sd.update(load_file(path / EXTRA_WEIGHTS_FILE))
     # Checkpoints saved from the bare body model (no LM head) lack the body prefix.
-    prefix = family.BASE_PREFIX
+    prefix, head = family.BASE_PREFIX, getattr(family, "HEAD_PREFIXES", ("lm_head.",))
     if not any(key.startswith(prefix) for key in hf_sd):
-        hf_sd = {k if k.startswith("lm_head.") else prefix + k: v for k, v in hf_sd.items()}
+        hf_sd = {k if k.startswith(head) else prefix + k: v for k, v in hf_sd.items()}
     return cfg, hf_state_dict_to_ours(family, hf_sd, cfg)
 
 
 def build_hf_model(cfg: ModelConfig, state_dict: dict[str, torch.Tensor] | None = None):
     """The HF model (eval mode) for our `cfg`, holding `state_dict` (ours) if given."""
+    return _build_hf_model(cfg, state_dict)[0]
+
+
+def _build_hf_model(
+    cfg: ModelConfig, state_dict: dict[str, torch.Tensor] | None
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """The HF model and the HF-named weights it has no place for (`HF_EXTRA_KEYS`)."""
     family = family_for_config(cfg)
     model = family.hf_model_class()(family.config_to_hf(cfg))
+    prepare = getattr(family, "prepare_hf_model", None)
+    if prepare is not None:
+        prepare(model, cfg)
+    extra: dict[str, torch.Tensor] = {}
     if state_dict is not None:
-        model.load_state_dict(ours_to_hf_state_dict(family, state_dict, cfg), strict=True)
-    return model.eval()
+        hf_sd = ours_to_hf_state_dict(family, state_dict, cfg)
+        extra = {k: hf_sd.pop(k) for k in extra_keys(family) if k in hf_sd}
+        model.load_state_dict(hf_sd, strict=True)
+    return model.eval(), extra
 
 
 def save_hf_model_dir(model: torch.nn.Module, out_dir: str | os.PathLike[str]) -> None:
@@ -114,11 +138,21 @@ def save_hf_model_dir(model: torch.nn.Module, out_dir: str | os.PathLike[str]) -
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise LmforgeError(f"{out_dir} already exists; choose a new output folder")
-    hf_model = build_hf_model(model.config, model.state_dict())
+    hf_model, extra = _build_hf_model(model.config, model.state_dict())
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         hf_model.save_pretrained(staging)
+        if extra:
+            from safetensors.torch import save_file
+
+            save_file(extra, staging / EXTRA_WEIGHTS_FILE, metadata={"format": "pt"})
+        fix_config = getattr(family_for_config(model.config), "fix_saved_config", None)
+        if fix_config is not None:
+            config_file = staging / "config.json"
+            config_file.write_text(
+                json.dumps(fix_config(json.loads(config_file.read_text())), indent=2) + "\n"
+            )
         staging.rename(out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -2,13 +2,21 @@
 
 A family module (gpt2.py, bloom.py, ...) describes one HF architecture as data:
 
-- `KEY_MAP`: our parameter name -> theirs, with `{i}` standing for the layer index;
+- `KEY_MAP`: our parameter name -> theirs, with `{i}` standing for the layer index; a tuple of HF
+  names means our tensor is their tensors concatenated along dim 0 (BERT's query, key and value
+  -> our fused `qkv_proj`), split back into equal parts on export;
 - `TRANSFORMS`: our parameter name -> a named `Transform` for tensors whose layout differs
   (GPT-2's Conv1D stores (in, out); BLOOM interleaves q, k, v per head);
 - `TIED_HF_KEY`: the HF name of the output matrix, present in HF state dicts even when it is tied
   to the word embeddings (we store it once, as `token_embed.weight`);
 - `IGNORED_HF_KEYS`: regular expressions for HF entries that carry no weights (old causal-mask
-  buffers);
+  buffers) or that our models do not have (BERT's pooler and next-sentence head);
+- `ALIASES`: HF name -> the HF name it is always a copy of (T5's and BART's per-stack
+  `embed_tokens`, BERT's `decoder.bias`): checked equal on import, written on export;
+- `HF_EXTRA_KEYS`: HF names of weights our model has and the HF model class has not (BERT's pooler:
+  BertForMaskedLM is built without one). Absent on import, they are initialised as our
+  `init_weights` would (N(0, init_std) matrices, zero vectors); on export they are written beside
+  the HF weights (see `interop.hf.save_hf_model_dir`), not into the HF model;
 - `config_from_hf`, `config_to_hf`, `hf_model_class()`.
 
 This engine applies such a description in both directions and checks it against the parameters our
@@ -81,15 +89,21 @@ def _pattern(our_template: str) -> re.Pattern[str]:
     return re.compile(re.escape(our_template).replace(r"\{i\}", r"(\d+)") + "$")
 
 
-def _lookup(family: ModuleType, our_key: str) -> tuple[str, Transform | None] | None:
-    """The HF key and transform for one of our keys, or None when the family map lacks it."""
-    for template, hf_template in family.KEY_MAP.items():
+def _lookup(family: ModuleType, our_key: str) -> tuple[tuple[str, ...], Transform | None] | None:
+    """The HF key(s) and transform for one of our keys, or None when the family map lacks it."""
+    for template, hf_templates in family.KEY_MAP.items():
         match = _pattern(template).match(our_key)
         if match:
             layer = match.group(1) if match.groups() else None
-            hf_key = hf_template if layer is None else hf_template.replace("{i}", layer)
-            return hf_key, family.TRANSFORMS.get(template)
+            if isinstance(hf_templates, str):
+                hf_templates = (hf_templates,)
+            hf_keys = tuple(t if layer is None else t.replace("{i}", layer) for t in hf_templates)
+            return hf_keys, family.TRANSFORMS.get(template)
     return None
+
+
+def _aliases(family: ModuleType) -> Mapping[str, str]:
+    return getattr(family, "ALIASES", {})
 
 
 def _apply(
@@ -102,6 +116,18 @@ def _apply(
         return getattr(transform, direction)(tensor, cfg)
     except RuntimeError:  # a view/reshape that does not fit: reported as mis-shaped
         return None
+
+
+def extra_keys(family: ModuleType) -> tuple[str, ...]:
+    """HF names of our weights that the family's HF model class lacks (`HF_EXTRA_KEYS`)."""
+    return getattr(family, "HF_EXTRA_KEYS", ())
+
+
+def _fresh(shape: tuple[int, ...], cfg: ModelConfig) -> torch.Tensor:
+    """A newly initialised weight, as `init_weights` makes Linear layers: N(0, std) or zeros."""
+    if len(shape) >= 2:
+        return torch.randn(shape) * cfg.init_std
+    return torch.zeros(shape)
 
 
 def _is_ignored(family: ModuleType, hf_key: str) -> bool:
@@ -132,16 +158,25 @@ def hf_state_dict_to_ours(
         if entry is None:
             problems["unmapped"].append(f"{our_key} (no HF name in {family.__name__})")
             continue
-        hf_key, transform = entry
-        if hf_key not in hf_sd:
-            problems["missing"].append(hf_key)
+        hf_keys, transform = entry
+        absent = [k for k in hf_keys if k not in hf_sd]
+        if absent and set(absent) <= set(extra_keys(family)):
+            ours[our_key] = _fresh(shape, our_cfg)
             continue
-        used.add(hf_key)
-        tensor = _apply(transform, "to_ours", hf_sd[hf_key], our_cfg)
+        if absent:
+            problems["missing"].extend(absent)
+            continue
+        used.update(hf_keys)
+        parts = [hf_sd[k] for k in hf_keys]
+        try:
+            tensor = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        except RuntimeError:  # parts whose trailing dims disagree
+            tensor = None
+        if tensor is not None:
+            tensor = _apply(transform, "to_ours", tensor, our_cfg)
         if tensor is None or tuple(tensor.shape) != shape:
-            problems["mis-shaped"].append(
-                f"{hf_key} {tuple(hf_sd[hf_key].shape)} -> {our_key} expects {shape}"
-            )
+            got = " + ".join(f"{k} {tuple(hf_sd[k].shape)}" for k in hf_keys)
+            problems["mis-shaped"].append(f"{got} -> {our_key} expects {shape}")
             continue
         ours[our_key] = tensor.contiguous()
     tied = family.TIED_HF_KEY
@@ -152,7 +187,14 @@ def hf_state_dict_to_ours(
             problems["mis-shaped"].append(
                 f"{tied} differs from the word embeddings although tie_word_embeddings is true"
             )
-    leftovers = [k for k in hf_sd if k not in used and not _is_ignored(family, k)]
+    for alias, source in _aliases(family).items():
+        if alias in hf_sd and source in hf_sd:
+            used.add(alias)
+            if not torch.equal(hf_sd[alias], hf_sd[source]):
+                problems["mis-shaped"].append(f"{alias} differs from {source}, its tied copy")
+    # Extra keys our model does not have (a build without a pooler) are skipped like ignored ones.
+    skip = set(extra_keys(family))
+    leftovers = [k for k in hf_sd if k not in used | skip and not _is_ignored(family, k)]
     problems["unmapped"].extend(leftovers)
     _raise_problems(f"from HF {family.MODEL_TYPE}", problems)
     return ours
@@ -180,11 +222,15 @@ def ours_to_hf_state_dict(
                 f"{our_key} {tuple(our_sd[our_key].shape)}, expected {shape}"
             )
         else:
-            hf_key, transform = entry
+            hf_keys, transform = entry
             # Shapes were checked above, so the transform fits.
-            hf_sd[hf_key] = _apply(transform, "to_hf", our_sd[our_key], our_cfg).contiguous()
+            tensor = _apply(transform, "to_hf", our_sd[our_key], our_cfg)
+            for hf_key, part in zip(hf_keys, tensor.chunk(len(hf_keys), 0), strict=True):
+                hf_sd[hf_key] = part.contiguous()
     problems["unmapped"].extend(k for k in our_sd if k not in shapes)
     _raise_problems(f"to HF {family.MODEL_TYPE}", problems)
     if our_cfg.tie_word_embeddings:
         hf_sd[family.TIED_HF_KEY] = hf_sd[family.KEY_MAP[_EMBEDDING_KEY]]
+    for alias, source in _aliases(family).items():
+        hf_sd[alias] = hf_sd[source]
     return hf_sd
