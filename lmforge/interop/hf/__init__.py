@@ -31,6 +31,8 @@ FAMILIES: dict[str, str] = {
     "bloom": "lmforge.interop.hf.bloom",
     "bert": "lmforge.interop.hf.bert",
     "roberta": "lmforge.interop.hf.roberta",
+    "t5": "lmforge.interop.hf.t5",
+    "bart": "lmforge.interop.hf.bart",
 }
 """HF model_type -> the module describing it."""
 

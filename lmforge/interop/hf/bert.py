@@ -35,7 +35,7 @@ HEAD_PREFIXES = ("cls.",)
 """Keys outside the body: a bare BertModel checkpoint gets BASE_PREFIX on every other key."""
 
 
-def key_map(body: str, head: dict[str, str]) -> dict[str, str | tuple[str, ...]]:
+def encoder_key_map(body: str, head: dict[str, str]) -> dict[str, str | tuple[str, ...]]:
     """The encoder layout shared by BERT and RoBERTa; `body` is "bert." or "roberta.", `head`
     maps our LM-head names to theirs."""
     layer = body + "encoder.layer.{i}."
@@ -65,7 +65,7 @@ def key_map(body: str, head: dict[str, str]) -> dict[str, str | tuple[str, ...]]
     return keys | head
 
 
-KEY_MAP = key_map(
+KEY_MAP = encoder_key_map(
     BASE_PREFIX,
     {
         "lm_head.transform.dense.weight": "cls.predictions.transform.dense.weight",

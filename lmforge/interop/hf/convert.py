@@ -4,7 +4,8 @@ A family module (gpt2.py, bloom.py, ...) describes one HF architecture as data:
 
 - `KEY_MAP`: our parameter name -> theirs, with `{i}` standing for the layer index; a tuple of HF
   names means our tensor is their tensors concatenated along dim 0 (BERT's query, key and value
-  -> our fused `qkv_proj`), split back into equal parts on export;
+  -> our fused `qkv_proj`), split back into equal parts on export. A family whose names depend
+  on the config (T5's gated MLP has wi_0/wi_1, the dense one wi) defines `key_map(cfg)` instead;
 - `TRANSFORMS`: our parameter name -> a named `Transform` for tensors whose layout differs
   (GPT-2's Conv1D stores (in, out); BLOOM interleaves q, k, v per head);
 - `TIED_HF_KEY`: the HF name of the output matrix, present in HF state dicts even when it is tied
@@ -89,9 +90,17 @@ def _pattern(our_template: str) -> re.Pattern[str]:
     return re.compile(re.escape(our_template).replace(r"\{i\}", r"(\d+)") + "$")
 
 
-def _lookup(family: ModuleType, our_key: str) -> tuple[tuple[str, ...], Transform | None] | None:
+def family_key_map(family: ModuleType, cfg: ModelConfig) -> Mapping[str, str | tuple[str, ...]]:
+    """The family's key map for `cfg`: `key_map(cfg)` where defined, else `KEY_MAP`."""
+    build = getattr(family, "key_map", None)
+    return build(cfg) if build is not None else family.KEY_MAP
+
+
+def _lookup(
+    family: ModuleType, our_key: str, cfg: ModelConfig
+) -> tuple[tuple[str, ...], Transform | None] | None:
     """The HF key(s) and transform for one of our keys, or None when the family map lacks it."""
-    for template, hf_templates in family.KEY_MAP.items():
+    for template, hf_templates in family_key_map(family, cfg).items():
         match = _pattern(template).match(our_key)
         if match:
             layer = match.group(1) if match.groups() else None
@@ -154,7 +163,7 @@ def hf_state_dict_to_ours(
     used: set[str] = set()
     ours: dict[str, torch.Tensor] = {}
     for our_key, shape in expected_shapes(our_cfg).items():
-        entry = _lookup(family, our_key)
+        entry = _lookup(family, our_key, our_cfg)
         if entry is None:
             problems["unmapped"].append(f"{our_key} (no HF name in {family.__name__})")
             continue
@@ -183,7 +192,7 @@ def hf_state_dict_to_ours(
     if our_cfg.tie_word_embeddings and tied in hf_sd and _EMBEDDING_KEY in ours:
         used.add(tied)
         # A "tied" checkpoint whose head differs from its embeddings is not tied: refuse to guess.
-        if not torch.equal(hf_sd[tied], hf_sd[family.KEY_MAP[_EMBEDDING_KEY]]):
+        if not torch.equal(hf_sd[tied], hf_sd[family_key_map(family, our_cfg)[_EMBEDDING_KEY]]):
             problems["mis-shaped"].append(
                 f"{tied} differs from the word embeddings although tie_word_embeddings is true"
             )
@@ -212,7 +221,7 @@ def ours_to_hf_state_dict(
     shapes = expected_shapes(our_cfg)
     hf_sd: dict[str, torch.Tensor] = {}
     for our_key, shape in shapes.items():
-        entry = _lookup(family, our_key)
+        entry = _lookup(family, our_key, our_cfg)
         if entry is None:
             problems["unmapped"].append(f"{our_key} (no HF name in {family.__name__})")
         elif our_key not in our_sd:
@@ -230,7 +239,7 @@ def ours_to_hf_state_dict(
     problems["unmapped"].extend(k for k in our_sd if k not in shapes)
     _raise_problems(f"to HF {family.MODEL_TYPE}", problems)
     if our_cfg.tie_word_embeddings:
-        hf_sd[family.TIED_HF_KEY] = hf_sd[family.KEY_MAP[_EMBEDDING_KEY]]
+        hf_sd[family.TIED_HF_KEY] = hf_sd[family_key_map(family, our_cfg)[_EMBEDDING_KEY]]
     for alias, source in _aliases(family).items():
         hf_sd[alias] = hf_sd[source]
     return hf_sd

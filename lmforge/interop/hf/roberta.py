@@ -20,7 +20,7 @@ from lmforge.interop.hf.bert import (
     check_encoder_options,
     encoder_config,
     encoder_config_kwargs,
-    key_map,
+    encoder_key_map,
 )
 from lmforge.interop.hf.convert import require_fields
 from lmforge.models.config import ModelConfig, PositionConfig
@@ -29,7 +29,7 @@ MODEL_TYPE = "roberta"
 BASE_PREFIX = "roberta."
 HEAD_PREFIXES = ("lm_head.",)
 
-KEY_MAP = key_map(
+KEY_MAP = encoder_key_map(
     BASE_PREFIX,
     {
         "lm_head.transform.dense.weight": "lm_head.dense.weight",
