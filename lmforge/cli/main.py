@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "plot_cmd",
     "bench_cmd",
     "quickstart_cmd",
+    "convert_cmd",
 )
 
 

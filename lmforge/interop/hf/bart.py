@@ -70,6 +70,8 @@ def _key_map() -> dict[str, str | tuple[str, ...]]:
 KEY_MAP = _key_map()
 TRANSFORMS = {"lm_head.bias": ROW}
 TIED_HF_KEY = "lm_head.weight"
+DECODER_START_ROLE = "eos"
+"""The token the decoder starts from (BART: </s>)."""
 ALIASES = {
     "model.encoder.embed_tokens.weight": "model.shared.weight",
     "model.decoder.embed_tokens.weight": "model.shared.weight",

@@ -18,6 +18,8 @@ A family module (gpt2.py, bloom.py, ...) describes one HF architecture as data:
   BertForMaskedLM is built without one). Absent on import, they are initialised as our
   `init_weights` would (N(0, init_std) matrices, zero vectors); on export they are written beside
   the HF weights (see `interop.hf.save_hf_model_dir`), not into the HF model;
+- `FALLBACKS`: HF name -> the HF name whose tensor stands in when it is absent (transformers 5 saves
+  a T5 v1.1 head that it tied at construction as `shared.weight` only);
 - `config_from_hf`, `config_to_hf`, `hf_model_class()`.
 
 This engine applies such a description in both directions and checks it against the parameters our
@@ -160,7 +162,9 @@ def hf_state_dict_to_ours(
     Raises `LmforgeError` listing every missing, mis-shaped and unmapped key.
     """
     problems: dict[str, list[str]] = {"missing": [], "mis-shaped": [], "unmapped": []}
-    used: set[str] = set()
+    fallbacks = getattr(family, "FALLBACKS", {})
+    hf_sd = {**{k: hf_sd[v] for k, v in fallbacks.items() if v in hf_sd}, **hf_sd}
+    used: set[str] = set(fallbacks)
     ours: dict[str, torch.Tensor] = {}
     for our_key, shape in expected_shapes(our_cfg).items():
         entry = _lookup(family, our_key, our_cfg)

@@ -41,10 +41,14 @@ MODEL_TYPE = "t5"
 BASE_PREFIX = ""
 TRANSFORMS: dict = {}
 TIED_HF_KEY = "lm_head.weight"
+DECODER_START_ROLE = "pad"
+"""The token the decoder starts from (T5: the pad token)."""
 ALIASES = {
     "encoder.embed_tokens.weight": "shared.weight",
     "decoder.embed_tokens.weight": "shared.weight",
 }
+FALLBACKS = {"lm_head.weight": "shared.weight"}
+"""A v1.1 model built by transformers 5 has its head tied anyway and saves only shared.weight."""
 # Old checkpoints carry an unused relative bias in the decoder's first cross-attention.
 IGNORED_HF_KEYS = (
     r"decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight",

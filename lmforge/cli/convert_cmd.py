@@ -1,0 +1,150 @@
+"""`lmforge convert`: Hugging Face `transformers` folders <-> lmforge checkpoints.
+
+    lmforge convert --from-hf HF_DIR OUT      HF folder -> run directory OUT (checkpoint at step 0,
+                                              tokenizer.json + special_tokens.json)
+    lmforge convert --to-hf RUN_OR_CKPT OUT   lmforge run or checkpoint -> HF folder (config.json,
+                                              model.safetensors, tokenizer files)
+
+Reading never runs code from the files (safetensors, or torch.load(weights_only=True) for .bin;
+no remote code). The converted run holds weights and no optimizer state: `generate` and
+`load_pretrained` use it directly; training starts from its weights with a fresh optimizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_HF_ROLES = {f"{role}_token": role for role in ("bos", "eos", "pad", "unk", "mask", "cls", "sep")}
+"""transformers' special-token attribute -> our role."""
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
+                    "sentencepiece.bpe.model", "tokenizer.model")  # fmt: skip
+"""Files any of which makes a folder hold a tokenizer (fast, or slow ones transformers converts)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert between Hugging Face transformers folders and lmforge checkpoints",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    direction = parser.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--from-hf", metavar="HF_DIR", help="a saved transformers model folder")
+    direction.add_argument("--to-hf", metavar="RUN_OR_CHECKPOINT", help="an lmforge run/checkpoint")
+    parser.add_argument("out", metavar="OUT", help="the folder to write (must not exist)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lmforge.errors import LmforgeError
+
+    out = Path(args.out)
+    if out.exists():
+        raise LmforgeError(f"{out} already exists; choose a new output folder")
+    if args.from_hf is not None:
+        from_hf(Path(args.from_hf), out)
+    else:
+        to_hf(Path(args.to_hf), out)
+    print(out)
+    return 0
+
+
+def from_hf(hf_dir: Path, out: Path) -> None:
+    """Write `hf_dir` as an lmforge run directory `out` with its checkpoint at step 0."""
+    from lmforge.interop.hf import load_hf_model_dir
+    from lmforge.models.lm import build_model
+    from lmforge.training.checkpoint import save_checkpoint
+
+    cfg, state_dict = load_hf_model_dir(hf_dir)
+    model = build_model(cfg)
+    model.load_state_dict(state_dict)
+    tokenizer = _hf_tokenizer(hf_dir)
+    out.mkdir(parents=True)
+    try:
+        if tokenizer is not None:
+            tokenizer.save(out)
+        else:
+            logger.warning("no tokenizer in %s: add tokenizer.json to %s before generating",
+                           hf_dir, out)  # fmt: skip
+        state = {"converted_from": str(hf_dir)}
+        save_checkpoint(out, 0, model, None, state, dataclasses.asdict(cfg), keep_last=0)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _hf_tokenizer(hf_dir: Path):
+    """Our Tokenizer for the folder's tokenizer (fast, or converted from slow files), or None."""
+    from lmforge.data.tokenizer import Tokenizer
+
+    # transformers 5 builds an empty tokenizer for a folder without any: look for files first.
+    if not any((hf_dir / name).is_file() for name in _TOKENIZER_FILES):
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        hf_tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), use_fast=True,
+                                                     trust_remote_code=False)  # fmt: skip
+    except (OSError, ValueError, TypeError) as error:
+        logger.info("no usable tokenizer in %s (%s)", hf_dir, str(error).splitlines()[0])
+        return None
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    roles = {}
+    for attribute, role in _HF_ROLES.items():
+        token = getattr(hf_tokenizer, attribute, None)
+        if token is not None:
+            roles[role] = str(token)
+    return Tokenizer(backend, roles)
+
+
+def to_hf(path: Path, out: Path) -> None:
+    """Write the lmforge run or checkpoint `path` as a transformers folder `out`."""
+    import json
+
+    from lmforge.cli.pretrained import find_tokenizer
+    from lmforge.config.loading import model_config_from_dict
+    from lmforge.errors import LmforgeError
+    from lmforge.interop.hf import save_hf_model_dir
+    from lmforge.models.lm import build_model
+    from lmforge.training.checkpoint import load_model_weights, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(path)
+    config_file = checkpoint / "model_config.json"
+    try:
+        cfg = model_config_from_dict(json.loads(config_file.read_text()))
+    except (OSError, json.JSONDecodeError) as error:
+        raise LmforgeError(f"cannot read {config_file}: {error}") from None
+    model = build_model(cfg)
+    load_model_weights(checkpoint, model)
+    try:
+        tokenizer = find_tokenizer(checkpoint)
+    except LmforgeError:
+        tokenizer = None
+        logger.warning("no tokenizer beside %s: the folder will hold the model only", checkpoint)
+    special_ids = {}
+    if tokenizer is not None:
+        special_ids = {
+            role: tokenizer.inner.token_to_id(tok) for role, tok in tokenizer.roles.items()
+        }
+    save_hf_model_dir(model.eval(), out, special_ids=special_ids)
+    if tokenizer is not None:
+        from transformers import PreTrainedTokenizerFast
+
+        hf_tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=tokenizer.inner,
+            **{
+                attr: tokenizer.roles[role]
+                for attr, role in _HF_ROLES.items()
+                if role in tokenizer.roles
+            },  # fmt: skip
+        )
+        hf_tokenizer.save_pretrained(str(out))

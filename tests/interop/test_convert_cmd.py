@@ -1,0 +1,119 @@
+"""`lmforge convert --from-hf / --to-hf` on small random models saved locally (no downloads)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from lmforge.cli.main import main  # noqa: E402
+from lmforge.cli.pretrained import load_pretrained  # noqa: E402
+from tests.interop.test_hf_parity import (  # noqa: E402
+    CASES,
+    VOCAB,
+    _batch,
+    _random_hf_model,
+)
+
+AUTO_CLASSES = {
+    "gpt2": "AutoModelForCausalLM", "bloom": "AutoModelForCausalLM",
+    "bert": "AutoModelForMaskedLM", "roberta": "AutoModelForMaskedLM",
+    "t5": "AutoModelForSeq2SeqLM", "bart": "AutoModelForSeq2SeqLM",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def _word_tokenizer():
+    """A word-level tokenizer over VOCAB tokens, <|endoftext|> as bos/eos/pad."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "<unk>": 1} | {f"w{i}": i for i in range(2, VOCAB)}
+    inner = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    inner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=inner, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>", unk_token="<unk>",
+    )  # fmt: skip
+
+
+def _auto_model(model_type: str, path):
+    import transformers
+
+    auto = getattr(transformers, AUTO_CLASSES[model_type])
+    return auto.from_pretrained(str(path), output_loading_info=True)
+
+
+@pytest.mark.parametrize(("model_type", "num_heads", "variant"), CASES)
+def test_from_hf_then_to_hf_keeps_logits(tmp_path, model_type, num_heads, variant):
+    hf_model = _random_hf_model(model_type, num_heads, variant)
+    hf_model.save_pretrained(tmp_path / "hf")
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "run")]) == 0
+    assert main(["convert", "--to-hf", str(tmp_path / "run"), str(tmp_path / "back")]) == 0
+    back, info = _auto_model(model_type, tmp_path / "back")
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    batch, keep = _batch(model_type)
+    with torch.no_grad():
+        expected, got = hf_model(**batch).logits, back.eval()(**batch).logits
+    keep = keep.bool()
+    torch.testing.assert_close(got[keep], expected[keep], atol=1e-5, rtol=1e-4)
+
+
+def test_gpt2_round_trip_with_tokenizer_runs_in_a_pipeline(tmp_path):
+    """HF folder -> lmforge run (load_pretrained works) -> HF folder that AutoTokenizer and
+    pipeline("text-generation") load, predicting the same next token as lmforge."""
+    from transformers import AutoTokenizer, pipeline
+
+    hf_model = _random_hf_model("gpt2", 4, "")
+    hf_model.save_pretrained(tmp_path / "hf")
+    _word_tokenizer().save_pretrained(str(tmp_path / "hf"))
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "run")]) == 0
+    model, tokenizer, _ = load_pretrained(tmp_path / "run")
+    assert tokenizer.eos_id == 0 and tokenizer.encode("w5 w7") == [5, 7]
+    assert main(["convert", "--to-hf", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "out")).eos_token == "<|endoftext|>"
+    prompt = "w5 w9 w17 w3"
+    with torch.no_grad():
+        ours = model(torch.tensor([tokenizer.encode(prompt)])).logits[0, -1].argmax().item()
+    generator = pipeline("text-generation", model=str(tmp_path / "out"), device="cpu")
+    text = generator(prompt, max_new_tokens=1, do_sample=False, return_full_text=False)
+    assert text[0]["generated_text"].split() == [f"w{ours}"]
+
+
+def _run_error(argv, capsys) -> str:
+    capsys.readouterr()  # drop what building the input printed (save_pretrained's progress)
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_unsupported_architecture_is_one_line(tmp_path, capsys):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    line = _run_error(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "o")], capsys)
+    assert "'llama' is not supported" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_weight_file_is_one_line(tmp_path, capsys):
+    _random_hf_model("bert", 4, "").config.save_pretrained(tmp_path / "hf")
+    line = _run_error(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "o")], capsys)
+    assert "no model.safetensors or pytorch_model.bin" in line
+
+
+def test_config_disagreeing_with_weights_is_one_line(tmp_path, capsys):
+    _random_hf_model("t5", 4, "untied").save_pretrained(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["d_ff"] = 96  # the weights say 80
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    line = _run_error(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "o")], capsys)
+    assert "mis-shaped" in line and "DenseReluDense.wi_0.weight" in line
