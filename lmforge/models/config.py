@@ -125,7 +125,11 @@ class ModelConfig:
     dropout: float = 0.0
     """Dropout on each sublayer's output before the residual add, during training only."""
     init_std: float = 0.02
-    """Standard deviation of the normal initialisation of weights."""
+    """Standard deviation of the normal initialisation of weights (init "gpt2")."""
+    init: Literal["gpt2", "t5"] = "gpt2"
+    """Weight initialisation: gpt2 (N(0, init_std), residual projections scaled by
+    1/sqrt(2 * layers)) or t5 (Mesh TensorFlow's fan-in scaling, queries also by d_head^-1/2, as
+    unscaled attention scores need; init_std unused)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff"):

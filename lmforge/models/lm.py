@@ -92,7 +92,11 @@ class LanguageModel(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """GPT-2 initialisation (Radford et al. 2019, section 2.3): N(0, init_std) weights, zero
-        biases, unit norms, and residual output projections scaled by 1/sqrt(2 * num_layers)."""
+        biases, unit norms, and residual output projections scaled by 1/sqrt(2 * num_layers).
+        With config.init == "t5", T5's scheme instead (`_init_t5_weights`)."""
+        if self.config.init == "t5":
+            self._init_t5_weights()
+            return
         std = self.config.init_std
         num_layers = sum(len(stack.blocks) for stack in self.stacks())
         for name, module in self.named_modules():
@@ -111,6 +115,35 @@ class LanguageModel(nn.Module):
             stack.positions.reset_parameters(std)
         if self.lm_head.weight is not None:
             nn.init.normal_(self.lm_head.weight, std=std)
+        if self.lm_head.bias is not None:
+            nn.init.zeros_(self.lm_head.bias)
+
+    @torch.no_grad()
+    def _init_t5_weights(self) -> None:
+        """T5's initialisation (Mesh TensorFlow; transformers' T5PreTrainedModel._init_weights
+        with initializer_factor 1): every projection N(0, fan_in^-1/2), queries additionally by
+        d_head^-1/2 (the 1/sqrt(d_head) score scale T5 leaves out of attention), embeddings N(0, 1),
+        relative biases N(0, d_model^-1/2), unit norms. The untied head is a fan-in dense layer
+        too, N(0, d_model^-1/2), as Mesh TensorFlow's `logits` layer (transformers uses N(0, 1),
+        which starts with logits of std sqrt(d_model)). GPT-2's 0.02 everywhere with unscaled
+        scores trains far slower or diverges."""
+        cfg = self.config
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=module.in_features**-0.5)
+                if name.endswith("qkv_proj"):  # rows [q; k; v]: scale the query rows
+                    module.weight[: cfg.d_model] *= cfg.d_head**-0.5
+                elif name.endswith("cross_attn.q_proj"):
+                    module.weight *= cfg.d_head**-0.5
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (LayerNorm, RMSNorm)):
+                module.reset_parameters()
+        nn.init.normal_(self.token_embed.weight, std=1.0)
+        for stack in self.stacks():
+            stack.positions.reset_parameters(cfg.d_model**-0.5)
+        if self.lm_head.weight is not None:
+            nn.init.normal_(self.lm_head.weight, std=cfg.d_model**-0.5)
         if self.lm_head.bias is not None:
             nn.init.zeros_(self.lm_head.bias)
 

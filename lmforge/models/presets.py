@@ -73,6 +73,37 @@ _ROBERTA = dict(
     embedding=EmbeddingConfig(num_segment_types=1, norm=True),
 )
 
+# T5 v1.1 (Raffel et al. 2020; google/t5-v1_1-small config.json, and interop/hf/t5.py
+# config_from_hf): RMSNorm eps 1e-6 without bias, pre-norm with a final norm, relative position
+# bias (32 buckets, max distance 128) shared by the layers of each stack, gated GELU (tanh form,
+# "gated-gelu"), no biases anywhere, unscaled attention scores, untied head. Unscaled scores need
+# T5's initialisation (init="t5", see LanguageModel.init_weights).
+_T5 = dict(
+    family="encoder_decoder",
+    norm=NormConfig(kind="rmsnorm", placement="pre", eps=1e-6, bias=False),
+    position=PositionConfig(kind="relative_bias", num_buckets=32, max_distance=128),
+    mlp=MLPConfig(activation="gelu_tanh", gated=True, bias=False),
+    attention=AttentionConfig(score_scale="none", bias=False),
+    embedding=EmbeddingConfig(),
+    head=HeadConfig(),
+    tie_word_embeddings=False,
+    init="t5",
+)
+
+# BART (Lewis et al. 2020; facebook/bart-base config.json, and interop/hf/bart.py config_from_hf):
+# post-norm LayerNorm eps 1e-5, learned positions with fairseq's offset 2, a LayerNorm after the
+# embeddings, exact GELU, biases everywhere, one embedding matrix for encoder, decoder and head,
+# plus the head bias (final_logits_bias). Dropout 0.1 in the release; 0 here, as for GPT-2.
+_BART = dict(
+    family="encoder_decoder",
+    norm=NormConfig(kind="layernorm", placement="post", eps=1e-5),
+    mlp=MLPConfig(activation="gelu"),
+    attention=AttentionConfig(score_scale="inverse_sqrt"),
+    embedding=EmbeddingConfig(norm=True),
+    head=HeadConfig(bias=True),
+    tie_word_embeddings=True,
+)
+
 PRESETS: dict[str, ModelConfig] = {
     # Quickstart size: 4 layers x 256 wide, 256-token context (about 3.2 M parameters outside the
     # embeddings).
@@ -171,6 +202,50 @@ PRESETS: dict[str, ModelConfig] = {
         num_layers=12,
         d_ff=3072,
         position=PositionConfig(kind="learned", max_positions=512, offset=2),
+    ),
+    # Quickstart size, like gpt2-tiny: 4 + 4 layers x 256 wide (d_head 64, T5's d_kv).
+    "t5-tiny": ModelConfig(
+        **_T5,
+        vocab_size=4096,
+        d_model=256,
+        num_heads=4,
+        num_layers=4,
+        num_decoder_layers=4,
+        d_ff=1024,
+    ),
+    # The T5 v1.1 small shape: width 512, 8 + 8 layers, gated d_ff 1024, d_kv 64, vocabulary 32128
+    # (google/t5-v1_1-small has 6 heads of 64 = 384 < d_model; lmforge heads split d_model, so
+    # 8 heads of 64).
+    "t5-small": ModelConfig(
+        **_T5,
+        vocab_size=32128,
+        d_model=512,
+        num_heads=8,
+        num_layers=8,
+        num_decoder_layers=8,
+        d_ff=1024,
+    ),
+    "bart-tiny": ModelConfig(
+        **_BART,
+        vocab_size=4096,
+        d_model=256,
+        num_heads=4,
+        num_layers=4,
+        num_decoder_layers=4,
+        d_ff=1024,
+        position=PositionConfig(kind="learned", max_positions=256, offset=2),
+    ),
+    # BART base, 140 M: 6 + 6 layers, 12 heads, width 768, 1024 positions, vocabulary 50265
+    # (facebook/bart-base).
+    "bart-base": ModelConfig(
+        **_BART,
+        vocab_size=50265,
+        d_model=768,
+        num_heads=12,
+        num_layers=6,
+        num_decoder_layers=6,
+        d_ff=3072,
+        position=PositionConfig(kind="learned", max_positions=1024, offset=2),
     ),
 }
 

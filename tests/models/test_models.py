@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -33,6 +34,8 @@ VARIANTS = {
         norm=NormConfig(kind="rmsnorm", bias=False),
         position=PositionConfig(kind="relative_bias"),
     ),
+    "t5": tiny("t5-tiny", num_decoder_layers=2),
+    "bart": tiny("bart-tiny", num_decoder_layers=2),
 }
 
 
@@ -105,10 +108,29 @@ def test_every_preset_builds_on_meta(name: str) -> None:
         # Our EncoderModel keeps the pooler: + 768 * 768 + 768 = 590_592.
         ("bert-base", 109_514_298 + 590_592),
         ("roberta-base", 124_697_433 + 590_592),
+        # T5ForConditionalGeneration / BartForConditionalGeneration from config_to_hf(preset), on
+        # meta, with transformers 5 (T5 with its own lm_head, as v1.1). BART's final_logits_bias
+        # is a buffer there and our lm_head.bias a parameter: + 50_265.
+        ("t5-small", 83_252_736),
+        ("bart-base", 139_420_416 + 50_265),
     ],
 )
 def test_reference_shapes_have_the_published_parameter_count(name: str, expected: int) -> None:
     assert build_model(get_preset(name), device="meta").num_parameters() == expected
+
+
+def test_t5_init_scales_queries_and_starts_near_uniform_predictions() -> None:
+    """T5's init folds the missing 1/sqrt(d_head) score scale into the query rows, and its unit
+    embeddings through the fan-in head give logits of about unit scale."""
+    cfg = get_preset("t5-small")
+    model = build_model(dataclasses.replace(cfg, num_layers=2, num_decoder_layers=2))
+    qkv = model.encoder.blocks[0].self_attn.qkv_proj.weight
+    D, Dh = cfg.d_model, cfg.d_head
+    assert qkv[:D].std().item() == pytest.approx((D * Dh) ** -0.5, rel=0.02)
+    assert qkv[D:].std().item() == pytest.approx(D**-0.5, rel=0.02)
+    ids = torch.randint(0, cfg.vocab_size, (2, 16))
+    loss = model(ids, decoder_input_ids=ids, labels=ids).loss.item()
+    assert abs(loss - math.log(cfg.vocab_size)) < 1.0
 
 
 def test_encoder_uses_segment_ids_and_padding() -> None:
