@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "data_cmd",
     "pretrain_cmd",
     "generate_cmd",
+    "fill_mask_cmd",
     "plot_cmd",
     "bench_cmd",
     "quickstart_cmd",

@@ -45,8 +45,13 @@ def run(args: argparse.Namespace) -> int:
 
 def summarize(run_dir: Path, final: dict) -> None:
     if final:
-        print(
+        line = (
             f"step {final['step']}: val loss {final['val_loss']:.4f} nats/token, "
-            f"perplexity {final['val_perplexity']:.2f}, {final['val_bpb']:.4f} bits per byte"
+            f"perplexity {final['val_perplexity']:.2f}"
         )
+        if "val_bpb" in final:
+            line += f", {final['val_bpb']:.4f} bits per byte"
+        if "val_accuracy" in final:
+            line += f", accuracy {final['val_accuracy']:.4f}"
+        print(line)
     print(f"run saved in {run_dir} (curves: {run_dir / 'curves.png'})")

@@ -36,8 +36,20 @@ class DataSection:
 
 @dataclass(frozen=True, kw_only=True)
 class ObjectiveSection:
-    kind: Literal["clm"] = "clm"
-    """clm: causal language modeling (predict the next token)."""
+    kind: Literal["clm", "mlm"] | None = None
+    """clm: causal language modeling (predict the next token; decoder models); mlm: masked
+    language modeling (encoder models). None: the model family's objective (clm for decoder,
+    mlm for encoder), written resolved into the run's config.yaml."""
+    mask_rate: float = 0.15
+    """mlm only: fraction of the non-special tokens selected for prediction, in (0, 1) (BERT:
+    0.15; Wettig et al. 2023 found 0.3-0.4 better for larger models)."""
+    whole_word_masking: bool = False
+    """mlm only: select whole words (all their pieces together) instead of single tokens."""
+
+    def __post_init__(self) -> None:
+        _require(
+            0 < self.mask_rate < 1, f"objective.mask_rate must be in (0, 1), got {self.mask_rate}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,7 +21,7 @@ from torch import nn
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.norms import LayerNorm, RMSNorm
 from lmforge.models.config import ModelConfig
-from lmforge.models.heads import IGNORE_INDEX, LMHead, Pooler
+from lmforge.models.heads import IGNORE_INDEX, LMHead, Pooler, token_loss_sum
 from lmforge.models.stacks import Stack
 
 
@@ -33,6 +33,9 @@ class ModelOutput:
     """Summed cross-entropy over labelled positions (scalar)."""
     num_targets: torch.Tensor | None = None
     """Number of labelled positions (scalar int64)."""
+    num_correct: torch.Tensor | None = None
+    """Labelled positions whose most likely token is the label (scalar int64); computed only
+    without gradients (evaluation), where the logits are formed anyway."""
 
     @property
     def loss(self) -> torch.Tensor:
@@ -60,6 +63,11 @@ class LanguageModel(nn.Module):
             # Sparse targets (MLM): project only the labelled positions onto the vocabulary.
             keep = (labels != IGNORE_INDEX).nonzero().squeeze(1)
             hidden, labels = hidden.index_select(0, keep), labels.index_select(0, keep)
+        if not torch.is_grad_enabled():
+            logits = self.lm_head(hidden, self.token_embed.weight)  # (N, V)
+            loss_sum, num_targets = token_loss_sum(logits, labels)
+            num_correct = (logits.argmax(dim=-1) == labels).sum()  # IGNORE_INDEX never matches
+            return ModelOutput(loss_sum=loss_sum, num_targets=num_targets, num_correct=num_correct)
         loss_sum, num_targets = self.lm_head.loss_sum(hidden, labels, self.token_embed.weight)
         return ModelOutput(loss_sum=loss_sum, num_targets=num_targets)
 

@@ -6,27 +6,57 @@ from typing import Protocol
 
 import torch
 
+from lmforge.config.schema import ObjectiveSection
+from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
+
+DEFAULT_OBJECTIVE = {"decoder": "clm", "encoder": "mlm"}
+"""The objective a family trains with when objective.kind is not given."""
 
 
 class Objective(Protocol):
     name: str
     families: tuple[str, ...]
     """Model families this objective can train."""
+    is_autoregressive: bool
+    """Every token is predicted from its prefix, so the loss is a code length: bits per byte of
+    the validation text are reported only then."""
+    target_fraction: float
+    """Expected share of input positions that carry a label (FLOP accounting of the head)."""
 
-    def make_batch(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, T + 1) token windows -> keyword arguments of the model's forward, with `labels`."""
+    def make_batch(
+        self, windows: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """(B, T + 1) token windows -> keyword arguments of the model's forward, with `labels`.
+
+        Any randomness (masking) is drawn from `generator`, which the caller seeds.
+        """
         ...
 
 
-def build_objective(kind: str, *, family: str) -> Objective:
-    from lmforge.objectives.clm import CausalLM
+def resolve_objective_kind(settings: ObjectiveSection, *, family: str) -> str:
+    """objective.kind, or the family's objective when it is not given."""
+    if settings.kind is not None:
+        return settings.kind
+    if family not in DEFAULT_OBJECTIVE:
+        raise LmforgeError(f"no pretraining objective for {family} models yet; set objective.kind")
+    return DEFAULT_OBJECTIVE[family]
 
-    objectives: dict[str, type] = {"clm": CausalLM}
-    objective = objectives[kind]()
-    if family not in objective.families:
+
+def build_objective(
+    settings: ObjectiveSection, *, family: str, tokenizer: Tokenizer, source: str
+) -> Objective:
+    """The objective of `settings` (kind resolved) for a `family` model; `source` names the
+    tokenizer in errors."""
+    from lmforge.objectives.clm import CausalLM
+    from lmforge.objectives.mlm import MaskedLM
+
+    kind = resolve_objective_kind(settings, family=family)
+    families = {"clm": CausalLM.families, "mlm": MaskedLM.families}[kind]
+    if family not in families:
         raise LmforgeError(
-            f"objective {kind} cannot train a {family} model; "
-            f"it supports {', '.join(objective.families)}"
+            f"objective {kind} cannot train a {family} model; it supports {', '.join(families)}"
         )
-    return objective
+    if kind == "mlm":
+        return MaskedLM(settings, tokenizer, source)
+    return CausalLM()

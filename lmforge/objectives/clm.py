@@ -13,7 +13,11 @@ import torch
 class CausalLM:
     name = "clm"
     families = ("decoder",)
+    is_autoregressive = True
+    target_fraction = 1.0
 
-    def make_batch(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """windows: (B, T + 1) -> input_ids (B, T), labels (B, T)."""
+    def make_batch(
+        self, windows: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """windows: (B, T + 1) -> input_ids (B, T), labels (B, T); nothing random."""
         return {"input_ids": windows[:, :-1], "labels": windows[:, 1:]}

@@ -15,7 +15,10 @@ import torch
 from lmforge.models.config import ModelConfig
 
 
-def matmul_parameters(cfg: ModelConfig) -> int:
+def matmul_parameters(cfg: ModelConfig, *, target_fraction: float = 1.0) -> int:
+    """Weights in a matmul per token; the output projection (and an MLM head's dense transform)
+    counts for `target_fraction` of the tokens, the share that carries a label (MLM projects only
+    those)."""
     D, F = cfg.d_model, cfg.d_ff
     attention = 4 * D * D
     mlp = (3 if cfg.mlp.gated else 2) * D * F
@@ -25,14 +28,20 @@ def matmul_parameters(cfg: ModelConfig) -> int:
         blocks = cfg.num_layers * (attention + mlp) + num_decoder * (attention + cross + mlp)
     else:
         blocks = cfg.num_layers * (attention + mlp)
-    return blocks + cfg.vocab_size * D
+    head = cfg.vocab_size * D + (D * D if cfg.head.kind == "transform" else 0)
+    return blocks + round(head * target_fraction)
 
 
-def training_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+def training_flops_per_token(
+    cfg: ModelConfig, seq_len: int, *, target_fraction: float = 1.0
+) -> float:
     num_layers = cfg.num_layers + (cfg.num_decoder_layers or cfg.num_layers) * (
         cfg.family == "encoder_decoder"
     )
-    return 6.0 * matmul_parameters(cfg) + 12.0 * num_layers * cfg.d_model * seq_len
+    return (
+        6.0 * matmul_parameters(cfg, target_fraction=target_fraction)
+        + 12.0 * num_layers * cfg.d_model * seq_len
+    )
 
 
 def measure_matmul_peak(

@@ -2,7 +2,7 @@
 
 The JSONL file is the record of a run (the plot command and tests read it); TensorBoard is a
 convenience and is skipped when the package is missing. Rows carry `step` plus scalars, e.g.
-`loss`, `lr`, `tokens_per_s`, `mfu`, or for evaluation rows `val_loss`, `val_bpb`.
+`loss`, `lr`, `tokens_per_s`, `mfu`, or for evaluation rows `val_loss`, `val_accuracy`, `val_bpb`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Training curves of a run: `RUN_DIR/curves.png` drawn from `RUN_DIR/metrics.jsonl`.
 
 Panels, sharing the step axis: training and validation loss; validation bits per byte
-(`val_bpb`) when the run logged it; the learning rate. Tokens seen label the top axis when rows
+(`val_bpb`, causal LM) and validation accuracy of the most likely token (`val_accuracy`, masked
+LM) when the run logged them; the learning rate. Tokens seen label the top axis when rows
 carry `tokens_seen`.
 """
 
@@ -17,6 +18,12 @@ from lmforge.errors import LmforgeError
 from lmforge.training.metrics import METRICS_FILE, read_metrics
 
 CURVES_FILE = "curves.png"
+
+# (metrics key, axis label, colour) of the validation panels drawn when a run logged the key.
+_VALIDATION_PANELS = (
+    ("val_bpb", "val bits per byte", "tab:green"),
+    ("val_accuracy", "val accuracy", "tab:purple"),
+)
 
 
 def plot_run(run_dir: str | os.PathLike[str]) -> Path:
@@ -38,14 +45,14 @@ def plot_run(run_dir: str | os.PathLike[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    has_bpb = _series(rows, "val_bpb")[0].size > 0
-    ratios = [3, 2, 1] if has_bpb else [3, 1]
+    panels = [panel for panel in _VALIDATION_PANELS if _series(rows, panel[0])[0].size > 0]
+    ratios = [3] + [2] * len(panels) + [1]
     figure, axes = plt.subplots(
         len(ratios), 1, sharex=True, figsize=(9, 1.5 + 1.4 * sum(ratios)), height_ratios=ratios
     )
     _draw_loss(axes[0], rows)
-    if has_bpb:
-        _draw_last_annotated(axes[1], rows, "val_bpb", "val bits per byte", "tab:green")
+    for ax, (key, label, color) in zip(axes[1:-1], panels, strict=True):
+        _draw_last_annotated(ax, rows, key, label, color)
     _draw_lr(axes[-1], rows)
     axes[-1].set_xlabel("step")
     _add_tokens_axis(axes[0], rows)

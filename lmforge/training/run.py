@@ -23,7 +23,7 @@ from lmforge.distributed.setup import barrier, init_distributed
 from lmforge.errors import LmforgeError
 from lmforge.models.config import ModelConfig
 from lmforge.models.lm import build_model
-from lmforge.objectives.base import build_objective
+from lmforge.objectives.base import build_objective, resolve_objective_kind
 from lmforge.training.checkpoint import latest_checkpoint, resolve_checkpoint
 from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.optim import build_optimizer
@@ -128,8 +128,18 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
     model_config = resolve_vocab_size(
         config.model, tokenizer, explicit="model.vocab_size" in explicit_keys
     )
-    config = dataclasses.replace(config, model=model_config)
-    objective = build_objective(config.objective.kind, family=model_config.family)
+    kind = resolve_objective_kind(config.objective, family=model_config.family)
+    config = dataclasses.replace(
+        config,
+        model=model_config,
+        objective=dataclasses.replace(config.objective, kind=kind),
+    )
+    objective = build_objective(
+        config.objective,
+        family=model_config.family,
+        tokenizer=tokenizer,
+        source=config.data.path,
+    )
     resume_from = check_run_dir(config)
     if context.is_main:
         write_run_files(config, Path(config.data.path))

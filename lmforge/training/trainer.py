@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,11 +43,24 @@ from lmforge.training.schedules import lr_at, set_lr
 
 logger = logging.getLogger(__name__)
 
+_EVAL_SEED = 20_190_101
+"""Seeds the validation batches' randomness (MLM masks): the same masks at every evaluation and in
+every run, so validation metrics are comparable across steps and runs."""
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded from integer keys, well mixed (numpy's SeedSequence), so nearby keys
+    such as consecutive steps give unrelated streams."""
+    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)
+
 
 @dataclass
 class StepResult:
     loss: float
     num_targets: int
+    num_tokens: int
+    """Input tokens of the step across ranks (num_targets counts only the labelled ones)."""
     grad_norm: float
     lr: float
 
@@ -100,7 +114,9 @@ class Trainer:
         self.scaler = grad_scaler(train.precision, self.device_type)
         self.state = TrainerState()
         self.resume_from = resume_from
-        self.flops_per_token = training_flops_per_token(config.model, train.seq_len)
+        self.flops_per_token = training_flops_per_token(
+            config.model, train.seq_len, target_fraction=objective.target_fraction
+        )
         self.matmul_peak = matmul_peak
         self.metrics = MetricsWriter(
             self.run_dir, tensorboard=config.log.tensorboard, is_writer=context.is_main
@@ -124,7 +140,7 @@ class Trainer:
                 step_start = time.perf_counter()
                 result = self.train_step()
                 self.state.step += 1
-                tokens = result.num_targets
+                tokens = result.num_tokens
                 self.state.tokens_seen += tokens
                 self.state.elapsed_s += time.perf_counter() - step_start
                 window_tokens += tokens
@@ -177,7 +193,10 @@ class Trainer:
         grad_norm = self._clip_gradients()
         self._optimizer_step()
         loss = all_reduce_sum(loss_sum.detach()).item() / num_targets
-        return StepResult(loss=loss, num_targets=num_targets, grad_norm=grad_norm, lr=lr)
+        num_tokens = train.batch_size * batches[0]["input_ids"].shape[1]
+        return StepResult(
+            loss=loss, num_targets=num_targets, num_tokens=num_tokens, grad_norm=grad_norm, lr=lr
+        )
 
     def _step_batches(self) -> list[dict[str, torch.Tensor]]:
         windows = micro_batches(
@@ -188,11 +207,18 @@ class Trainer:
             rank=self.context.rank,
             world_size=self.context.world_size,
         )
-        device = self.context.device
-        return [
-            {k: v.to(device, non_blocking=True) for k, v in self.objective.make_batch(w).items()}
-            for w in windows
-        ]
+        # Objective randomness (MLM masks) is a pure function of (seed, step, global micro-batch
+        # index): numbering micro-batches across ranks makes 2 ranks x 1 micro-batch draw what
+        # 1 rank x 2 micro-batches draws, and a resumed run what the uninterrupted one drew.
+        first = self.context.rank * len(windows)
+        batches = []
+        for index, rows in enumerate(windows):
+            generator = seeded_generator(self.config.run.seed, self.state.step, first + index)
+            batch = self.objective.make_batch(rows, generator)
+            batches.append(
+                {k: v.to(self.context.device, non_blocking=True) for k, v in batch.items()}
+            )
+        return batches
 
     def _global_target_count(self, batches: list[dict[str, torch.Tensor]]) -> int:
         local = sum((batch["labels"] != -100).sum() for batch in batches)
@@ -267,35 +293,43 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation loss (nats per token), perplexity and bits per byte of the raw text."""
+        """Validation loss (nats per target token), perplexity, accuracy of the most likely token
+        at the target positions and, for autoregressive objectives, bits per byte of the raw text.
+        """
         assert self.val_data is not None
         was_training = self.model.training
         self.model.eval()
-        totals = torch.zeros(2, dtype=torch.float64, device=self.context.device)
-        for windows in eval_batches(
-            self.val_sampler,
-            micro_batch_size=self.micro_batch_size,
-            max_batches=self.config.eval.max_batches or None,
-            rank=self.context.rank,
-            world_size=self.context.world_size,
+        totals = torch.zeros(3, dtype=torch.float64, device=self.context.device)
+        for index, windows in enumerate(
+            eval_batches(
+                self.val_sampler,
+                micro_batch_size=self.micro_batch_size,
+                max_batches=self.config.eval.max_batches or None,
+                rank=self.context.rank,
+                world_size=self.context.world_size,
+            )
         ):
-            batch = {
-                k: v.to(self.context.device) for k, v in self.objective.make_batch(windows).items()
-            }
+            generator = seeded_generator(_EVAL_SEED, index, self.context.rank)
+            batch = self.objective.make_batch(windows, generator)
+            batch = {k: v.to(self.context.device) for k, v in batch.items()}
             with autocast_context(self.config.train.precision, self.device_type):
                 output = self.raw_model(**batch)
-            totals += torch.stack([output.loss_sum.double(), output.num_targets.double()])
-        loss_sum, count = all_reduce_sum(totals).tolist()
+            counts = [output.loss_sum, output.num_targets, output.num_correct]
+            totals += torch.stack([c.double() for c in counts])
+        loss_sum, count, correct = all_reduce_sum(totals).tolist()
         self.model.train(was_training)
         loss = loss_sum / max(count, 1)
-        # bits/byte = nats/token * tokens/byte / ln 2: comparable across tokenizers (and with
-        # character-level models on ASCII text, where bytes are characters).
-        bits_per_byte = loss * self.val_data.tokens_per_byte / math.log(2)
-        return {
+        metrics = {
             "val_loss": loss,
             "val_perplexity": math.exp(min(loss, 50.0)),
-            "val_bpb": bits_per_byte,
+            "val_accuracy": correct / max(count, 1),
         }
+        if self.objective.is_autoregressive:
+            # bits/byte = nats/token * tokens/byte / ln 2: comparable across tokenizers (and with
+            # character-level models on ASCII text, where bytes are characters). Only a loss over
+            # every token is a code length of the text.
+            metrics["val_bpb"] = loss * self.val_data.tokens_per_byte / math.log(2)
+        return metrics
 
     def maybe_checkpoint(self) -> None:
         if not self._is_due(self.config.checkpoint.every):
