@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.models.lm import DecoderModel
+from lmforge.layers.kv_cache import KVCache
+from lmforge.models.lm import DecoderModel, EncoderDecoderModel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,3 +128,184 @@ def generate(
             break
     model.train(was_training)
     return ids
+
+
+# ---------------------------------------------------------------- encoder-decoder models
+
+
+def _decoder_log_probs(
+    model: EncoderDecoderModel,
+    ids: torch.Tensor,
+    memory: torch.Tensor,
+    memory_mask: torch.Tensor | None,
+    cache: KVCache | None,
+) -> torch.Tensor:
+    """Log-probabilities (B, V) of the token after (B, T) decoder `ids`: with a cache only the last
+    token is fed (earlier ones are cached); without, the whole prefix is recomputed."""
+    step_ids = ids[:, -1:] if cache is not None and cache.length > 0 else ids
+    output = model(
+        decoder_input_ids=step_ids, memory=memory, attention_mask=memory_mask, cache=cache
+    )
+    return output.logits[:, -1].float().log_softmax(dim=-1)
+
+
+@torch.no_grad()
+def generate_seq2seq(
+    model: EncoderDecoderModel,
+    input_ids: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    sampling: SamplingConfig,
+    decoder_start_id: int,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Greedy or sampled decoding: encode (B, S) inputs once, then decode from `decoder_start_id`;
+    returns decoder ids (B, 1 + N), N <= max_new_tokens, the start token first. The decoder's
+    self-attention keys/values go through the KV cache, the cross-attention ones are computed from
+    the encoder output at the first step and kept in `cache.cross`."""
+    device = model.token_embed.weight.device
+    input_ids = input_ids.to(device)
+    mask = None if attention_mask is None else attention_mask.to(device)
+    was_training = model.training
+    model.eval()
+    memory = model.encode(input_ids, mask)
+    B = input_ids.shape[0]
+    cache = model.new_cache(B, sampling.max_new_tokens) if use_cache else None
+    ids = torch.full((B, 1), decoder_start_id, dtype=torch.long, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    for _ in range(sampling.max_new_tokens):
+        log_probs = _decoder_log_probs(model, ids, memory, mask, cache)
+        next_token = choose_next_token(log_probs, sampling, generator)
+        if eos_id is not None:
+            next_token = torch.where(finished, torch.full_like(next_token, eos_id), next_token)
+            finished |= next_token == eos_id
+        ids = torch.cat([ids, next_token[:, None]], dim=1)
+        if eos_id is not None and bool(finished.all()):
+            break
+    model.train(was_training)
+    return ids
+
+
+@dataclass(frozen=True, kw_only=True)
+class BeamConfig:
+    num_beams: int = 4
+    max_new_tokens: int = 100
+    length_penalty: float = 1.0
+    """Finished hypotheses are ranked by sum of log-probabilities / length ** length_penalty."""
+    early_stopping: bool = False
+    """True: stop once num_beams hypotheses are finished; False: once no running beam can beat the
+    worst finished one at the current length (transformers' heuristic)."""
+    no_repeat_ngram_size: int = 0
+    """Forbid any n-gram of this size from appearing twice in a hypothesis; 0 disables."""
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1:
+            raise LmforgeError(f"--num-beams must be at least 1, got {self.num_beams}")
+        if self.max_new_tokens < 1:
+            raise LmforgeError("--max-new-tokens must be at least 1")
+        if self.no_repeat_ngram_size < 0:
+            raise LmforgeError("--no-repeat-ngram-size must be >= 0 (0 = off)")
+
+
+def ban_repeated_ngrams(log_probs: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
+    """Set to -inf the log-probability of every token that would complete an n-gram of `size`
+    already present in its row (transformers' NoRepeatNGramLogitsProcessor). log_probs: (N, V),
+    ids: (N, T)."""
+    T = ids.shape[1]
+    if size == 0 or T + 1 < size:
+        return log_probs
+    rows = ids.tolist()
+    for row, tokens in enumerate(rows):
+        prefix = tuple(tokens[T - size + 1 :])
+        banned = [
+            tokens[i + size - 1]
+            for i in range(T - size + 1)
+            if tuple(tokens[i : i + size - 1]) == prefix
+        ]
+        if banned:
+            log_probs[row, banned] = float("-inf")
+    return log_probs
+
+
+@torch.no_grad()
+def beam_search_seq2seq(
+    model: EncoderDecoderModel,
+    input_ids: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    beam: BeamConfig,
+    decoder_start_id: int,
+    eos_id: int,
+    pad_id: int,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Beam search (transformers' vectorised `_beam_search`, same scores and stopping rules): each
+    step extends every running beam by every token, keeps the 2 * num_beams best continuations,
+    moves those ending in EOS (among the best num_beams) to the finished set and continues the best
+    num_beams others; the cache rows follow their beams (`KVCache.reorder`). Returns the best
+    hypothesis per input, (B, 1 + N) decoder ids from the start token, padded with `pad_id`."""
+    device = model.token_embed.weight.device
+    K, B = beam.num_beams, input_ids.shape[0]
+    keep = 2 * K
+    was_training = model.training
+    model.eval()
+    flat_ids = input_ids.to(device).repeat_interleave(K, dim=0)
+    mask = None if attention_mask is None else attention_mask.to(device).repeat_interleave(K, 0)
+    memory = model.encode(flat_ids, mask)
+    max_len = 1 + beam.max_new_tokens
+    cache = model.new_cache(B * K, max_len) if use_cache else None
+    running = torch.full((B, K, max_len), pad_id, dtype=torch.long, device=device)
+    running[:, :, 0] = decoder_start_id
+    finished_ids = running.clone()
+    running_scores = torch.zeros(B, K, device=device)
+    running_scores[:, 1:] = -1e9  # all beams start equal: only the first one may expand
+    finished_scores = torch.full((B, K), -1e9, device=device)
+    is_finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
+    top_k_mask = torch.arange(keep, device=device) < K
+    finished_lengths = torch.zeros(B, K, dtype=torch.long, device=device)
+    for cur_len in range(1, max_len):
+        flat = running[:, :, :cur_len].reshape(B * K, cur_len)
+        log_probs = _decoder_log_probs(model, flat, memory, mask, cache)
+        log_probs = ban_repeated_ngrams(log_probs, flat, beam.no_repeat_ngram_size)
+        V = log_probs.shape[-1]
+        totals = (log_probs.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
+        top_scores, top_index = totals.topk(keep, dim=1)
+        source_beam, token = top_index // V, top_index % V
+        candidates = running.gather(1, source_beam[:, :, None].expand(-1, -1, max_len)).clone()
+        candidates[:, :, cur_len] = token
+        hits_stop = (token == eos_id) | (cur_len + 1 >= max_len)
+        # Running beams for the next step: the best K continuations that did not stop.
+        continuing = (top_scores - hits_stop.float() * 1e9).topk(K, dim=1)
+        running = candidates.gather(1, continuing.indices[:, :, None].expand(-1, -1, max_len))
+        running_scores = continuing.values
+        source = source_beam.gather(1, continuing.indices)
+        # Finished hypotheses: merge the stopping continuations among the top K into the set.
+        normalised = top_scores / (cur_len**beam.length_penalty)
+        full = is_finished.all(dim=1, keepdim=True) & beam.early_stopping
+        valid = hits_stop & top_k_mask & improvable & ~full
+        normalised = torch.where(valid, normalised, normalised - 1e9)
+        merged_scores = torch.cat([finished_scores, normalised], dim=1)
+        best = merged_scores.topk(K, dim=1).indices
+        finished_scores = merged_scores.gather(1, best)
+        merged = torch.cat([finished_ids, candidates], dim=1)
+        finished_ids = merged.gather(1, best[:, :, None].expand(-1, -1, max_len))
+        is_finished = torch.cat([is_finished, valid], dim=1).gather(1, best)
+        new_lengths = torch.full_like(token, cur_len + 1)
+        finished_lengths = torch.cat([finished_lengths, new_lengths], dim=1).gather(1, best)
+        if cache is not None:
+            offsets = torch.arange(B, device=device)[:, None] * K
+            cache.reorder((source + offsets).reshape(-1))
+        # Can a running beam still beat the worst finished one (at the current length)?
+        best_running = running_scores[:, :1] / ((cur_len + 1 - 1) ** beam.length_penalty)
+        all_done = is_finished.all(dim=1, keepdim=True)
+        worst = torch.where(all_done, finished_scores.min(dim=1, keepdim=True).values, -1e9)
+        improvable = improvable & (best_running > worst)
+        if not bool(improvable.any()) or (beam.early_stopping and bool(is_finished.all())):
+            break
+        if bool(hits_stop.all()):
+            break
+    model.train(was_training)
+    return finished_ids[:, 0, : int(finished_lengths[:, 0].max())]
