@@ -7,7 +7,8 @@
 
 Reading never runs code from the files (safetensors, or torch.load(weights_only=True) for .bin;
 no remote code). The converted run holds weights and no optimizer state: `generate` and
-`load_pretrained` use it directly; training starts from its weights with a fresh optimizer.
+`load_pretrained` use it directly, and `lmforge pretrain OUT --data.path=DATA --run.dir=RUN`
+continues pretraining from its weights (step 0, fresh optimizer).
 """
 
 from __future__ import annotations

@@ -21,7 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Under `torchrun --nproc-per-node N -m lmforge pretrain ...` it trains data-parallel."
         ),
     )
-    parser.add_argument("config", metavar="PRESET_OR_YAML", help="a model preset or a YAML file")
+    parser.add_argument(
+        "config",
+        metavar="PRESET_OR_YAML",
+        help="a model preset, a YAML file, or a run/checkpoint directory to continue pretraining "
+        "from (its model settings and weights; e.g. made by `lmforge convert --from-hf`)",
+    )
     parser.set_defaults(func=run, accepts_overrides=True)
 
 

@@ -7,6 +7,7 @@ wrong type are errors that name the key and what it accepts. Imports no torch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -178,12 +179,15 @@ def _model_dict(spec: Any) -> dict:
 
 
 def load_run_config(preset_or_yaml: str, overrides: list[str] | dict[str, str]) -> RunConfig:
-    """Resolve a preset name or YAML file plus command-line overrides into a RunConfig."""
+    """Resolve a preset name, a YAML file or a run/checkpoint directory (continued pretraining from
+    its weights) plus command-line overrides into a RunConfig."""
     path = Path(preset_or_yaml)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise LmforgeError(f"config file {path} does not exist")
         raw = _read_yaml(path)
+    elif path.is_dir():
+        raw = {"model": _checkpoint_model_dict(path), "init_from": str(path)}
     else:
         raw = {"model": preset_or_yaml}
     if "model" not in raw:
@@ -194,6 +198,18 @@ def load_run_config(preset_or_yaml: str, overrides: list[str] | dict[str, str]) 
     for key, value in overrides.items():
         _set_nested(raw, key, value)
     return from_dict(RunConfig, raw)
+
+
+def _checkpoint_model_dict(path: Path) -> dict:
+    """The model settings saved with the checkpoint a run or checkpoint directory names."""
+    # Imported here: only this path needs the checkpoint layout (and torch); configs stay light.
+    from lmforge.training.checkpoint import MODEL_CONFIG_FILE, resolve_checkpoint
+
+    config_file = resolve_checkpoint(path) / MODEL_CONFIG_FILE
+    try:
+        return json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise LmforgeError(f"cannot read {config_file}: {error}") from None
 
 
 def model_config_from_dict(values: dict) -> ModelConfig:

@@ -131,6 +131,9 @@ class RunConfig:
     resume: str = "auto"
     """auto: continue from RUN_DIR's newest checkpoint if there is one; never; or a checkpoint
     path."""
+    init_from: str | None = None
+    """Start from the weights of this run or checkpoint (e.g. one made by `lmforge convert
+    --from-hf`) at step 0 with a fresh optimizer; set by `lmforge pretrain RUN_OR_CHECKPOINT`."""
 
     def __post_init__(self) -> None:
         max_len = self.model.max_seq_len

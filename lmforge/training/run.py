@@ -24,7 +24,7 @@ from lmforge.errors import LmforgeError
 from lmforge.models.config import ModelConfig
 from lmforge.models.lm import build_model
 from lmforge.objectives.base import build_objective, resolve_objective_kind
-from lmforge.training.checkpoint import latest_checkpoint, resolve_checkpoint
+from lmforge.training.checkpoint import latest_checkpoint, load_model_weights, resolve_checkpoint
 from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import check_precision_supported
@@ -126,7 +126,10 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
     check_precision_supported(config.train.precision, context.device)
     train_data, val_data, tokenizer = load_data(config)
     model_config = resolve_vocab_size(
-        config.model, tokenizer, explicit="model.vocab_size" in explicit_keys
+        config.model,
+        tokenizer,
+        # Pretrained weights fix the embedding size.
+        explicit="model.vocab_size" in explicit_keys or config.init_from is not None,
     )
     kind = resolve_objective_kind(config.objective, family=model_config.family)
     config = dataclasses.replace(
@@ -146,6 +149,8 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
     barrier()
     torch.manual_seed(config.run.seed)
     raw_model = build_model(model_config, device=context.device)
+    if config.init_from is not None and resume_from is None:
+        load_model_weights(config.init_from, raw_model)
     model = parallelize(
         raw_model,
         context,
