@@ -31,9 +31,9 @@ from lmforge.training.flops import measure_matmul_peak, training_flops_per_token
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import autocast_context
 
-DEFAULT_MODELS = ("gpt2-tiny", "gpt2-30m", "bloom-tiny")
+DEFAULT_MODELS = ("gpt2-tiny", "gpt2-30m", "bloom-tiny", "bert-tiny", "bert-30m", "roberta-tiny")
 DEFAULT_PRECISIONS = ("fp32", "bf16")
-DEFAULT_SHAPES = {"gpt2-tiny": (8, 256), "gpt2-30m": (8, 256), "bloom-tiny": (8, 256)}
+DEFAULT_SHAPES = {name: (8, 256) for name in DEFAULT_MODELS}
 """(batch_size, seq_len) per preset when neither is given."""
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -59,6 +59,27 @@ class BenchResult:
 def _random_batch(cfg: ModelConfig, batch_size: int, seq_len: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     return torch.randint(0, cfg.vocab_size, (batch_size, seq_len), generator=generator)
+
+
+MASK_RATE = 0.15
+"""Fraction of positions an MLM benchmark batch masks and predicts (BERT's rate)."""
+
+
+def _batch(cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[torch.Tensor, ...]:
+    """(input_ids, our labels, HF labels) of one benchmark batch for the model's family.
+
+    Decoders: random tokens, next-token targets (ours aligned, HF shifts inside). Encoders: 15% of
+    positions replaced by a mask id and predicted, the same labels for both (MLM does not shift).
+    """
+    input_ids = _random_batch(cfg, batch_size, seq_len)
+    if cfg.family == "decoder":
+        return input_ids, _aligned_labels(input_ids), input_ids
+    if cfg.family == "encoder":
+        generator = torch.Generator().manual_seed(1)
+        selected = torch.rand(input_ids.shape, generator=generator) < MASK_RATE
+        labels = torch.where(selected, input_ids, IGNORE_INDEX)
+        return input_ids.masked_fill(selected, 4), labels, labels
+    raise LmforgeError(f"no training benchmark for {cfg.family} models yet")
 
 
 def _aligned_labels(input_ids: torch.Tensor) -> torch.Tensor:
@@ -88,10 +109,16 @@ def median_step_seconds(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def our_train_step(model: torch.nn.Module, input_ids: torch.Tensor, precision: str):
-    """A closure running one training step of our model (loss = loss_sum / num_targets)."""
+def our_train_step(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    precision: str,
+    labels: torch.Tensor | None = None,
+):
+    """A closure running one training step of our model (loss = loss_sum / num_targets); labels
+    default to next-token targets."""
     optimizer = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95))
-    labels = _aligned_labels(input_ids)
+    labels = _aligned_labels(input_ids) if labels is None else labels
 
     def step() -> None:
         with autocast_context(precision, "cpu"):
@@ -104,13 +131,15 @@ def our_train_step(model: torch.nn.Module, input_ids: torch.Tensor, precision: s
     return step
 
 
-def hf_train_step(hf_model: torch.nn.Module, input_ids: torch.Tensor, precision: str):
+def hf_train_step(
+    hf_model: torch.nn.Module, input_ids: torch.Tensor, precision: str, labels: torch.Tensor
+):
     """A closure running one training step of the HF model, the way an HF script would."""
     optimizer = torch.optim.AdamW(hf_model.parameters(), lr=3e-4)
 
     def step() -> None:
         with autocast_context(precision, "cpu"):
-            loss = hf_model(input_ids, labels=input_ids).loss
+            loss = hf_model(input_ids, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -133,16 +162,18 @@ def bench_shape(
     cfg = get_preset(name)
     if cfg.max_seq_len is not None and seq_len > cfg.max_seq_len:
         raise LmforgeError(f"--seq-len {seq_len} exceeds {name}'s {cfg.max_seq_len} positions")
-    input_ids = _random_batch(cfg, batch_size, seq_len)
-    flops_per_token = training_flops_per_token(cfg, seq_len)
+    input_ids, labels, hf_labels = _batch(cfg, batch_size, seq_len)
+    # Useful work: an MLM step needs the vocabulary projection at the masked positions only.
+    target_fraction = MASK_RATE if cfg.family == "encoder" else 1.0
+    flops_per_token = training_flops_per_token(cfg, seq_len, target_fraction=target_fraction)
     tokens = batch_size * seq_len
     model = build_model(cfg).train()
-    steps_by_name = {"ours": our_train_step(model, input_ids, precision)}
+    steps_by_name = {"ours": our_train_step(model, input_ids, precision, labels)}
     if against_hf:
         from lmforge.interop.hf import build_hf_model
 
         hf_model = build_hf_model(cfg, model.state_dict()).train()  # same initial weights
-        steps_by_name["hf"] = hf_train_step(hf_model, input_ids, precision)
+        steps_by_name["hf"] = hf_train_step(hf_model, input_ids, precision, hf_labels)
     seconds = median_step_seconds(steps_by_name, warmup=warmup, steps=steps)
     flops_per_s = {name: tokens / value * flops_per_token for name, value in seconds.items()}
     result = BenchResult(
