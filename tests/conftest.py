@@ -44,18 +44,15 @@ def _seeded() -> None:
     torch.set_default_dtype(default_dtype)
 
 
-@pytest.fixture(scope="session")
-def python_docs_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Python's own documentation (builtin:python-docs), BPE-tokenized (vocab 512) and prepared."""
+def _prepare_python_docs(root: Path, kind: str, vocab_size: int) -> Path:
     from lmforge.data.prepare import prepare_data
     from lmforge.data.sources import iter_documents
     from lmforge.data.tokenizer import train_tokenizer
 
-    root = tmp_path_factory.mktemp("python-docs")
     documents = (
         d.text for _, d in zip(range(1500), iter_documents("builtin:python-docs"), strict=False)
     )
-    tokenizer_dir = train_tokenizer("bpe", 512, documents).save(root / "tokenizer")
+    tokenizer_dir = train_tokenizer(kind, vocab_size, documents).save(root / "tokenizer")
     prepare_data(
         ["builtin:python-docs"],
         tokenizer_dir,
@@ -65,3 +62,15 @@ def python_docs_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         progress=False,
     )
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def python_docs_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python's own documentation (builtin:python-docs), BPE-tokenized (vocab 512) and prepared."""
+    return _prepare_python_docs(tmp_path_factory.mktemp("python-docs"), "bpe", 512)
+
+
+@pytest.fixture(scope="session")
+def python_docs_unigram_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same corpus with a T5-style unigram tokenizer (vocab 600, 100 sentinels)."""
+    return _prepare_python_docs(tmp_path_factory.mktemp("python-docs-unigram"), "unigram", 600)

@@ -36,20 +36,38 @@ class DataSection:
 
 @dataclass(frozen=True, kw_only=True)
 class ObjectiveSection:
-    kind: Literal["clm", "mlm"] | None = None
+    kind: Literal["clm", "mlm", "span_corruption", "bart_denoising"] | None = None
     """clm: causal language modeling (predict the next token; decoder models); mlm: masked
-    language modeling (encoder models). None: the model family's objective (clm for decoder,
-    mlm for encoder), written resolved into the run's config.yaml."""
+    language modeling (encoder models); span_corruption (T5) and bart_denoising (BART):
+    encoder-decoder models. None: the model family's objective (clm for decoder, mlm for
+    encoder; encoder-decoder models must name theirs), written resolved into config.yaml."""
     mask_rate: float = 0.15
     """mlm only: fraction of the non-special tokens selected for prediction, in (0, 1) (BERT:
     0.15; Wettig et al. 2023 found 0.3-0.4 better for larger models)."""
     whole_word_masking: bool = False
     """mlm only: select whole words (all their pieces together) instead of single tokens."""
+    noise_density: float = 0.15
+    """span_corruption only: fraction of the raw tokens that are corrupted (T5: 0.15)."""
+    mean_noise_span_length: float = 3.0
+    """span_corruption only: mean length of a corrupted span, in tokens (T5: 3)."""
+    text_infilling: bool = True
+    """bart_denoising only: replace Poisson(poisson_lambda)-long spans by one mask token each."""
+    infilling_rate: float = 0.3
+    """bart_denoising only: fraction of the tokens text infilling masks (BART: 0.3)."""
+    poisson_lambda: float = 3.0
+    """bart_denoising only: mean span length of text infilling, in tokens (BART: 3)."""
+    sentence_permutation: bool = True
+    """bart_denoising only: shuffle the sentences of each document."""
 
     def __post_init__(self) -> None:
         _require(
             0 < self.mask_rate < 1, f"objective.mask_rate must be in (0, 1), got {self.mask_rate}"
         )
+        for name in ("noise_density", "infilling_rate"):
+            value = getattr(self, name)
+            _require(0 < value < 1, f"objective.{name} must be in (0, 1), got {value}")
+        _require(self.mean_noise_span_length >= 1, "objective.mean_noise_span_length must be >= 1")
+        _require(self.poisson_lambda > 0, "objective.poisson_lambda must be > 0")
 
 
 @dataclass(frozen=True, kw_only=True)

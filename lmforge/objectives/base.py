@@ -24,6 +24,10 @@ class Objective(Protocol):
     target_fraction: float
     """Expected share of input positions that carry a label (FLOP accounting of the head)."""
 
+    def raw_length(self, seq_len: int) -> int:
+        """Tokens of packed text one example is made from, for inputs of `seq_len` tokens."""
+        ...
+
     def make_batch(
         self, windows: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
@@ -39,7 +43,10 @@ def resolve_objective_kind(settings: ObjectiveSection, *, family: str) -> str:
     if settings.kind is not None:
         return settings.kind
     if family not in DEFAULT_OBJECTIVE:
-        raise LmforgeError(f"no pretraining objective for {family} models yet; set objective.kind")
+        raise LmforgeError(
+            f"{family} models have no default objective; add --objective.kind=span_corruption "
+            "(T5) or --objective.kind=bart_denoising (BART)"
+        )
     return DEFAULT_OBJECTIVE[family]
 
 
@@ -49,14 +56,34 @@ def build_objective(
     """The objective of `settings` (kind resolved) for a `family` model; `source` names the
     tokenizer in errors."""
     from lmforge.objectives.clm import CausalLM
+    from lmforge.objectives.denoising import BartDenoising
     from lmforge.objectives.mlm import MaskedLM
+    from lmforge.objectives.span_corruption import SpanCorruption
 
     kind = resolve_objective_kind(settings, family=family)
-    families = {"clm": CausalLM.families, "mlm": MaskedLM.families}[kind]
+    classes = {"clm": CausalLM, "mlm": MaskedLM, "span_corruption": SpanCorruption,
+               "bart_denoising": BartDenoising}  # fmt: skip
+    families = classes[kind].families
     if family not in families:
         raise LmforgeError(
-            f"objective {kind} cannot train a {family} model; it supports {', '.join(families)}"
+            f"objective {kind} cannot train {family} models; it supports {', '.join(families)}"
         )
     if kind == "mlm":
         return MaskedLM(settings, tokenizer, source)
+    if kind == "span_corruption":
+        return SpanCorruption(
+            tokenizer,
+            source,
+            noise_density=settings.noise_density,
+            mean_noise_span_length=settings.mean_noise_span_length,
+        )
+    if kind == "bart_denoising":
+        return BartDenoising(
+            tokenizer,
+            source,
+            text_infilling=settings.text_infilling,
+            sentence_permutation=settings.sentence_permutation,
+            mask_ratio=settings.infilling_rate,
+            poisson_lambda=settings.poisson_lambda,
+        )
     return CausalLM()

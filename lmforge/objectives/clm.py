@@ -16,6 +16,9 @@ class CausalLM:
     is_autoregressive = True
     target_fraction = 1.0
 
+    def raw_length(self, seq_len: int) -> int:
+        return seq_len + 1  # inputs and next-token labels come from the same T + 1 tokens
+
     def make_batch(
         self, windows: torch.Tensor, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:

@@ -108,6 +108,10 @@ class MaskedLM:
         self.random_pool = (~self.is_special).nonzero().squeeze(1)
         self.word_start = word_start_table(tokenizer) if settings.whole_word_masking else None
 
+    def raw_length(self, seq_len: int) -> int:
+        # Windows as long as CLM's: data order, resume and rank splits are shared by both.
+        return seq_len + 1
+
     def make_batch(
         self, windows: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:

@@ -120,9 +120,25 @@ def write_run_files(config: RunConfig, data_dir: Path) -> None:
             shutil.copyfile(data_dir / name, run_dir / name)
 
 
+def check_fp16_stable(config: RunConfig) -> None:
+    """Refuse fp16 for T5-style models: without score scaling and with RMSNorm, their activations
+    grow past fp16's range and the loss turns to inf/NaN (a long-standing report of T5 users)."""
+    model = config.model
+    if (
+        config.train.precision == "fp16"
+        and model.norm.kind == "rmsnorm"
+        and model.attention.score_scale == "none"
+    ):
+        raise LmforgeError(
+            "T5-style models (rmsnorm, unscaled attention) overflow in fp16; "
+            "use --train.precision=bf16 (or fp32)"
+        )
+
+
 def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset()) -> Trainer:
     """Everything between a resolved config and the first training step."""
     context = init_distributed(config.run.device)
+    check_fp16_stable(config)
     check_precision_supported(config.train.precision, context.device)
     train_data, val_data, tokenizer = load_data(config)
     model_config = resolve_vocab_size(

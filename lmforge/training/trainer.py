@@ -97,11 +97,13 @@ class Trainer:
         self.run_dir = Path(config.run.dir)
         train = config.train
         self.micro_batch_size = train.micro_batch_size or train.batch_size // context.world_size
-        self.sampler = WindowSampler(train_data, train.seq_len, seed=config.run.seed)
+        # A window holds raw_length tokens: seq_len + 1 for CLM, more for span corruption.
+        window = objective.raw_length(train.seq_len) - 1
+        self.sampler = WindowSampler(train_data, window, seed=config.run.seed)
         self.val_data = val_data
         self.val_sampler = None
         if val_data is not None:
-            self.val_sampler = WindowSampler(val_data, train.seq_len, seed=0, shuffle=False)
+            self.val_sampler = WindowSampler(val_data, window, seed=0, shuffle=False)
             needed = self.micro_batch_size * context.world_size
             if self.val_sampler.num_windows < needed:
                 raise LmforgeError(

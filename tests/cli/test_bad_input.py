@@ -74,3 +74,21 @@ def test_truncated_checkpoint_is_refused(python_docs_data: Path, tmp_path: Path,
 def test_generate_without_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
     code, line = run_cli(["generate", str(tmp_path), "--prompt", "hi"], capsys)
     assert code == 2 and "no checkpoint" in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--objective.kind=span_corruption", "--train.precision=fp16"], "overflow in fp16; use"),
+        ([], "encoder_decoder models have no default objective; add --objective.kind="),
+        (["--objective.kind=clm"], "objective clm cannot train encoder_decoder models"),
+    ],
+)
+def test_bad_encoder_decoder_settings_give_one_line(
+    python_docs_data: Path, tmp_path: Path, capsys, extra: list[str], message: str
+) -> None:
+    argv = ["pretrain", "t5-tiny", f"--data.path={python_docs_data}", f"--run.dir={tmp_path / 'r'}",
+            *TINY_MODEL, *extra]  # fmt: skip
+    code, line = run_cli(argv, capsys)
+    assert code == 2
+    assert line.startswith("error: ") and message in line

@@ -155,7 +155,7 @@ def test_mask_rate_outside_zero_one_is_refused(mask_rate: float) -> None:
 
 
 def test_objective_must_fit_the_family(tokenizer) -> None:
-    with pytest.raises(LmforgeError, match="objective mlm cannot train a decoder model"):
+    with pytest.raises(LmforgeError, match="objective mlm cannot train decoder models"):
         build_objective(
             ObjectiveSection(kind="mlm"), family="decoder", tokenizer=tokenizer, source="DATA"
         )

@@ -101,7 +101,13 @@ def test_loss_falls_on_real_corpus(tmp_path: Path) -> None:
 
 # (preset, objective): the decoder and the encoder family. python_docs_data is byte-level BPE,
 # whose <s> </s> <mask> serve MLM as in RoBERTa.
-PRESET_OBJECTIVES = [("gpt2-tiny", "clm"), ("bert-tiny", "mlm")]
+PRESET_OBJECTIVES = [
+    ("gpt2-tiny", "clm", "python_docs_data"),
+    ("bert-tiny", "mlm", "python_docs_data"),
+    ("t5-tiny", "span_corruption", "python_docs_unigram_data"),  # needs sentinel tokens
+    ("bart-tiny", "bart_denoising", "python_docs_data"),
+]
+"""(preset, objective, data fixture) of each family's pretraining."""
 
 
 @pytest.mark.slow
@@ -149,14 +155,16 @@ def test_masked_lm_beats_the_most_frequent_token_on_real_corpus(tmp_path: Path) 
     assert "val_bpb" not in final
 
 
-@pytest.mark.parametrize(("preset", "objective"), PRESET_OBJECTIVES)
+@pytest.mark.parametrize(("preset", "objective", "data_fixture"), PRESET_OBJECTIVES)
 def test_resume_equals_uninterrupted_training(
     preset: str,
     objective: str,
-    python_docs_data: Path,
+    data_fixture: str,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    python_docs_data = request.getfixturevalue(data_fixture)
     common = [
         "--train.max_steps=8",
         "--train.batch_size=4",
@@ -192,10 +200,11 @@ def test_resume_equals_uninterrupted_training(
 
 
 @pytest.mark.dist
-@pytest.mark.parametrize(("preset", "objective"), PRESET_OBJECTIVES)
+@pytest.mark.parametrize(("preset", "objective", "data_fixture"), PRESET_OBJECTIVES)
 def test_two_ranks_equal_one_process_with_two_micro_batches(
-    preset: str, objective: str, python_docs_data: Path, tmp_path: Path
+    preset: str, objective: str, data_fixture: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    python_docs_data = request.getfixturevalue(data_fixture)
     common = [
         f"--objective.kind={objective}",
         "--train.max_steps=4",
