@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
+import yaml
 
 from lmforge.errors import LmforgeError
 
@@ -28,13 +30,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cache", action="store_true", help="recompute every step (slow)")
+    beams = parser.add_argument_group("beam search (encoder-decoder models)")
+    beams.add_argument("--num-beams", type=int, default=1, help="1 = greedy/sampling")
+    beams.add_argument("--length-penalty", type=float, default=1.0)
+    beams.add_argument("--no-repeat-ngram-size", type=int, default=0, help="0 = off")
+    beams.add_argument("--early-stopping", action="store_true")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from lmforge.cli.pretrained import load_pretrained
     from lmforge.generation.search import SamplingConfig, generate, left_pad
-    from lmforge.models.lm import DecoderModel
+    from lmforge.models.lm import DecoderModel, EncoderDecoderModel
 
     sampling = SamplingConfig(
         max_new_tokens=args.max_new_tokens,
@@ -44,12 +51,16 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.num_samples < 1:
         raise LmforgeError("--num-samples must be at least 1")
-    model, tokenizer, _ = load_pretrained(args.checkpoint)
+    model, tokenizer, checkpoint = load_pretrained(args.checkpoint)
+    if isinstance(model, EncoderDecoderModel):
+        return run_seq2seq(args, model, tokenizer, checkpoint, sampling)
     if not isinstance(model, DecoderModel):
         raise LmforgeError(
-            f"generate needs a decoder-only model; {args.checkpoint} is a "
-            f"{model.config.family} model"
+            f"generate needs a decoder or encoder-decoder model; {args.checkpoint} is an "
+            f"{model.config.family} model (try `lmforge fill-mask`)"
         )
+    if args.num_beams != 1:
+        raise LmforgeError("--num-beams is available for encoder-decoder models only")
     prompt = tokenizer.encode(args.prompt)
     if not prompt:
         # An empty prompt starts a new document: the separator is what precedes every document.
@@ -76,6 +87,77 @@ def run(args: argparse.Namespace) -> int:
         print(args.prompt + tokenizer.decode(continuation, skip_special_tokens=True))
         if args.num_samples > 1:
             print("-" * 40)
+    print(
+        f"{new_tokens} new tokens in {seconds:.2f} s ({new_tokens / seconds:.1f} tokens/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def decoder_start_id(tokenizer, checkpoint: Path) -> int:  # noqa: ANN001
+    """The token a seq2seq decoder starts from: T5 starts from <pad>, BART from </s>.
+
+    Read from the objective the run was pretrained with; for converted checkpoints (no objective)
+    a tokenizer with a bos token is taken to be BART-style.
+    """
+    config_file = checkpoint.parent.parent / "config.yaml"
+    kind = None
+    if config_file.is_file():
+        kind = (yaml.safe_load(config_file.read_text()).get("objective") or {}).get("kind")
+    bart_style = kind == "bart_denoising" or (kind is None and tokenizer.bos_id is not None)
+    start = tokenizer.eos_id if bart_style else tokenizer.pad_id
+    if start is None:
+        raise LmforgeError("the tokenizer has no pad/eos token to start the decoder from")
+    return start
+
+
+def run_seq2seq(args, model, tokenizer, checkpoint: Path, sampling) -> int:  # noqa: ANN001
+    """Encode the prompt as the input text and print the decoded output text."""
+    from lmforge.generation.search import BeamConfig, beam_search_seq2seq, generate_seq2seq
+
+    if not args.prompt:
+        raise LmforgeError("give the input text with --prompt")
+    ids = tokenizer.encode(args.prompt) + [tokenizer.eos_id]
+    if tokenizer.bos_id is not None:
+        ids = [tokenizer.bos_id, *ids]  # BART frames inputs as <s> ... </s>
+    input_ids = torch.tensor([ids] * args.num_samples)
+    start_id = decoder_start_id(tokenizer, checkpoint)
+    start = time.perf_counter()
+    if args.num_beams > 1:
+        beam = BeamConfig(
+            num_beams=args.num_beams,
+            max_new_tokens=args.max_new_tokens,
+            length_penalty=args.length_penalty,
+            early_stopping=args.early_stopping,
+            no_repeat_ngram_size=args.no_repeat_ngram_size,
+        )
+        output = beam_search_seq2seq(
+            model,
+            input_ids,
+            beam=beam,
+            decoder_start_id=start_id,
+            eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id,
+            use_cache=not args.no_cache,
+        )
+    else:
+        output = generate_seq2seq(
+            model,
+            input_ids,
+            sampling=sampling,
+            decoder_start_id=start_id,
+            eos_id=tokenizer.eos_id,
+            use_cache=not args.no_cache,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+    seconds = time.perf_counter() - start
+    new_tokens = 0
+    for row in output:
+        tokens = row[1:].tolist()
+        if tokenizer.eos_id in tokens:
+            tokens = tokens[: tokens.index(tokenizer.eos_id)]
+        new_tokens += len(tokens)
+        print(tokenizer.decode(tokens, skip_special_tokens=True))
     print(
         f"{new_tokens} new tokens in {seconds:.2f} s ({new_tokens / seconds:.1f} tokens/s)",
         file=sys.stderr,
