@@ -15,7 +15,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lmforge.bench import DEFAULT_SHAPES, _random_batch, our_train_step
+from lmforge.bench import DEFAULT_SHAPES, _batch, our_train_step
 from lmforge.cli.main import main as lmforge_main
 from lmforge.models.lm import build_model
 from lmforge.models.presets import get_preset
@@ -25,8 +25,9 @@ def profile_step(spec: str, batch_size: int | None, seq_len: int | None, rows: i
     name, precision = spec.split(":")
     default_batch, default_seq = DEFAULT_SHAPES.get(name, (8, 256))
     cfg = get_preset(name)
-    input_ids = _random_batch(cfg, batch_size or default_batch, seq_len or default_seq)
-    step = our_train_step(build_model(cfg).train(), input_ids, precision)
+    inputs, _ = _batch(cfg, batch_size or default_batch, seq_len or default_seq)
+    input_ids = inputs["input_ids"]
+    step = our_train_step(build_model(cfg).train(), input_ids, precision, inputs)
     for _ in range(2):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

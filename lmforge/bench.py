@@ -31,7 +31,10 @@ from lmforge.training.flops import measure_matmul_peak, training_flops_per_token
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import autocast_context
 
-DEFAULT_MODELS = ("gpt2-tiny", "gpt2-30m", "bloom-tiny", "bert-tiny", "bert-30m", "roberta-tiny")
+DEFAULT_MODELS = (
+    "gpt2-tiny", "gpt2-30m", "bloom-tiny", "bert-tiny", "bert-30m", "roberta-tiny",
+    "t5-tiny", "t5-30m", "bart-tiny", "bart-30m",
+)  # fmt: skip
 DEFAULT_PRECISIONS = ("fp32", "bf16")
 DEFAULT_SHAPES = {name: (8, 256) for name in DEFAULT_MODELS}
 """(batch_size, seq_len) per preset when neither is given."""
@@ -65,21 +68,51 @@ MASK_RATE = 0.15
 """Fraction of positions an MLM benchmark batch masks and predicts (BERT's rate)."""
 
 
-def _batch(cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[torch.Tensor, ...]:
-    """(input_ids, our labels, HF labels) of one benchmark batch for the model's family.
+TARGET_FRACTION = 4
+"""Encoder-decoder benchmark batches have targets of seq_len / 4 tokens (span corruption's
+targets are ~0.2 of the inputs)."""
+
+
+def _batch(cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[dict, torch.Tensor, dict]:
+    """(our model kwargs with labels, HF model kwargs with labels) of one benchmark batch.
 
     Decoders: random tokens, next-token targets (ours aligned, HF shifts inside). Encoders: 15% of
     positions replaced by a mask id and predicted, the same labels for both (MLM does not shift).
+    Encoder-decoders: random inputs and seq_len / 4 random targets; HF shifts them right into its
+    decoder inputs, ours get them shifted explicitly (start token 0).
     """
     input_ids = _random_batch(cfg, batch_size, seq_len)
     if cfg.family == "decoder":
-        return input_ids, _aligned_labels(input_ids), input_ids
+        return {"input_ids": input_ids, "labels": _aligned_labels(input_ids)}, {
+            "input_ids": input_ids, "labels": input_ids}  # fmt: skip
     if cfg.family == "encoder":
         generator = torch.Generator().manual_seed(1)
         selected = torch.rand(input_ids.shape, generator=generator) < MASK_RATE
         labels = torch.where(selected, input_ids, IGNORE_INDEX)
-        return input_ids.masked_fill(selected, 4), labels, labels
-    raise LmforgeError(f"no training benchmark for {cfg.family} models yet")
+        masked = input_ids.masked_fill(selected, 4)
+        return {"input_ids": masked, "labels": labels}, {"input_ids": masked, "labels": labels}
+    labels = _random_batch(cfg, batch_size, seq_len // TARGET_FRACTION)
+    decoder_input_ids = torch.cat([torch.zeros_like(labels[:, :1]), labels[:, :-1]], dim=1)
+    ours = {"input_ids": input_ids, "decoder_input_ids": decoder_input_ids, "labels": labels}
+    return ours, {"input_ids": input_ids, "labels": labels}
+
+
+def _step_flops(cfg: ModelConfig, batch_size: int, seq_len: int, target_fraction: float) -> float:
+    """Useful training FLOPs of one benchmark step (Kaplan et al. / PaLM counting, see flops.py)."""
+    if cfg.family != "encoder_decoder":
+        per_token = training_flops_per_token(cfg, seq_len, target_fraction=target_fraction)
+        return per_token * batch_size * seq_len
+    D, F, T = cfg.d_model, cfg.d_ff, seq_len
+    Td = seq_len // TARGET_FRACTION
+    mlp = (3 if cfg.mlp.gated else 2) * D * F
+    num_decoder = cfg.num_decoder_layers or cfg.num_layers
+    encoder = cfg.num_layers * (6 * (4 * D * D + mlp) * T + 12 * D * T * T)
+    # Decoder: self-attention, cross-attention queries/output, MLP per target token; cross keys and
+    # values per source token; the vocabulary projection per target token.
+    decoder = num_decoder * (
+        6 * (6 * D * D + mlp) * Td + 6 * 2 * D * D * T + 12 * D * Td * Td + 12 * D * Td * T
+    )
+    return batch_size * (encoder + decoder + 6 * cfg.vocab_size * D * Td)
 
 
 def _aligned_labels(input_ids: torch.Tensor) -> torch.Tensor:
@@ -113,16 +146,17 @@ def our_train_step(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     precision: str,
-    labels: torch.Tensor | None = None,
+    inputs: dict[str, torch.Tensor] | None = None,
 ):
-    """A closure running one training step of our model (loss = loss_sum / num_targets); labels
-    default to next-token targets."""
+    """A closure running one training step of our model (loss = loss_sum / num_targets); `inputs`
+    (model kwargs with labels) default to `input_ids` with next-token targets."""
     optimizer = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95))
-    labels = _aligned_labels(input_ids) if labels is None else labels
+    if inputs is None:
+        inputs = {"input_ids": input_ids, "labels": _aligned_labels(input_ids)}
 
     def step() -> None:
         with autocast_context(precision, "cpu"):
-            output = model(input_ids, labels=labels)
+            output = model(**inputs)
             loss = output.loss_sum / output.num_targets
         loss.backward()
         optimizer.step()
@@ -131,15 +165,13 @@ def our_train_step(
     return step
 
 
-def hf_train_step(
-    hf_model: torch.nn.Module, input_ids: torch.Tensor, precision: str, labels: torch.Tensor
-):
+def hf_train_step(hf_model: torch.nn.Module, inputs: dict[str, torch.Tensor], precision: str):
     """A closure running one training step of the HF model, the way an HF script would."""
     optimizer = torch.optim.AdamW(hf_model.parameters(), lr=3e-4)
 
     def step() -> None:
         with autocast_context(precision, "cpu"):
-            loss = hf_model(input_ids, labels=labels).loss
+            loss = hf_model(**inputs).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -162,20 +194,20 @@ def bench_shape(
     cfg = get_preset(name)
     if cfg.max_seq_len is not None and seq_len > cfg.max_seq_len:
         raise LmforgeError(f"--seq-len {seq_len} exceeds {name}'s {cfg.max_seq_len} positions")
-    input_ids, labels, hf_labels = _batch(cfg, batch_size, seq_len)
+    inputs, hf_inputs = _batch(cfg, batch_size, seq_len)
     # Useful work: an MLM step needs the vocabulary projection at the masked positions only.
     target_fraction = MASK_RATE if cfg.family == "encoder" else 1.0
-    flops_per_token = training_flops_per_token(cfg, seq_len, target_fraction=target_fraction)
-    tokens = batch_size * seq_len
+    step_flops = _step_flops(cfg, batch_size, seq_len, target_fraction)
+    tokens = batch_size * seq_len  # input (encoder) tokens
     model = build_model(cfg).train()
-    steps_by_name = {"ours": our_train_step(model, input_ids, precision, labels)}
+    steps_by_name = {"ours": our_train_step(model, inputs["input_ids"], precision, inputs)}
     if against_hf:
         from lmforge.interop.hf import build_hf_model
 
         hf_model = build_hf_model(cfg, model.state_dict()).train()  # same initial weights
-        steps_by_name["hf"] = hf_train_step(hf_model, input_ids, precision, hf_labels)
+        steps_by_name["hf"] = hf_train_step(hf_model, hf_inputs, precision)
     seconds = median_step_seconds(steps_by_name, warmup=warmup, steps=steps)
-    flops_per_s = {name: tokens / value * flops_per_token for name, value in seconds.items()}
+    flops_per_s = {name: step_flops / value for name, value in seconds.items()}
     result = BenchResult(
         model=name,
         precision=precision,
