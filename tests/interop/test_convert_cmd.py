@@ -16,6 +16,7 @@ from tests.interop.test_hf_parity import (  # noqa: E402
     VOCAB,
     _batch,
     _random_hf_model,
+    _randomise,
 )
 
 AUTO_CLASSES = {
@@ -117,3 +118,72 @@ def test_config_disagreeing_with_weights_is_one_line(tmp_path, capsys):
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
     line = _run_error(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "o")], capsys)
     assert "mis-shaped" in line and "DenseReluDense.wi_0.weight" in line
+
+
+def _special_word_tokenizer(specials: list[str], **roles: str):
+    """A word-level tokenizer: `specials` first, then words w{i} up to VOCAB ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(specials)}
+    vocab |= {f"w{i}": i for i in range(len(specials), VOCAB)}
+    inner = Tokenizer(models.WordLevel(vocab, unk_token=roles["unk_token"]))
+    inner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=inner, **roles)
+
+
+def test_bert_export_runs_in_the_fill_mask_pipeline(tmp_path):
+    """An exported encoder fills the mask in transformers' pipeline as lmforge does."""
+    from transformers import pipeline
+
+    hf_model = _random_hf_model("bert", 4, "")
+    hf_model.save_pretrained(tmp_path / "hf")
+    tokenizer = _special_word_tokenizer(
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], pad_token="[PAD]", unk_token="[UNK]",
+        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+    )  # fmt: skip
+    tokenizer.save_pretrained(str(tmp_path / "hf"))
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "run")]) == 0
+    assert main(["convert", "--to-hf", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
+    model, ours_tokenizer, _ = load_pretrained(tmp_path / "run")
+    text = "w9 w17 [MASK] w33 w5"
+    ids = torch.tensor([ours_tokenizer.encode(text)])
+    with torch.no_grad():
+        logits = model(ids).logits[0, 2]
+    expected = ours_tokenizer.decode([logits.argmax().item()])
+    filler = pipeline("fill-mask", model=str(tmp_path / "out"), device="cpu")
+    assert filler(text, top_k=1)[0]["token_str"].strip() == expected
+
+
+def test_t5_export_generates_in_transformers_as_in_lmforge(tmp_path):
+    """An exported seq2seq model, loaded by AutoTokenizer and AutoModelForSeq2SeqLM, generates what
+    lmforge generates (transformers 5 removed the text2text-generation pipeline; this is what it
+    did: tokenize, generate, decode)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from lmforge.generation.search import SamplingConfig, generate_seq2seq
+
+    hf_model = _random_hf_model("t5", 4, "untied")
+    hf_model.config.num_decoder_layers = hf_model.config.num_layers  # see test_hf_parity
+    hf_model = _randomise(type(hf_model)(hf_model.config).float())
+    hf_model.save_pretrained(tmp_path / "hf")
+    tokenizer = _special_word_tokenizer(
+        ["<pad>", "</s>", "<unk>"], pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(str(tmp_path / "hf"))
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "run")]) == 0
+    assert main(["convert", "--to-hf", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
+    model, ours_tokenizer, _ = load_pretrained(tmp_path / "run")
+    text = "w9 w17 w40 w33 w5"
+    ours = generate_seq2seq(
+        model, torch.tensor([ours_tokenizer.encode(text)]), decoder_start_id=0,
+        sampling=SamplingConfig(max_new_tokens=6, temperature=0.0), eos_id=1,
+    )  # fmt: skip
+    expected = ours_tokenizer.decode(ours[0, 1:].tolist(), skip_special_tokens=True)
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    exported = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path / "out")).eval()
+    inputs = hf_tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        output = exported.generate(**inputs, max_new_tokens=6, do_sample=False, num_beams=1)
+    decoded = hf_tokenizer.decode(output[0], skip_special_tokens=True)
+    assert decoded.split() == expected.split()
