@@ -102,15 +102,15 @@ def _step_flops(cfg: ModelConfig, batch_size: int, seq_len: int, target_fraction
     if cfg.family != "encoder_decoder":
         per_token = training_flops_per_token(cfg, seq_len, target_fraction=target_fraction)
         return per_token * batch_size * seq_len
-    D, F, T = cfg.d_model, cfg.d_ff, seq_len
+    D, F, A, T = cfg.d_model, cfg.d_ff, cfg.d_attention, seq_len
     Td = seq_len // TARGET_FRACTION
     mlp = (3 if cfg.mlp.gated else 2) * D * F
     num_decoder = cfg.num_decoder_layers or cfg.num_layers
-    encoder = cfg.num_layers * (6 * (4 * D * D + mlp) * T + 12 * D * T * T)
+    encoder = cfg.num_layers * (6 * (4 * D * A + mlp) * T + 12 * A * T * T)
     # Decoder: self-attention, cross-attention queries/output, MLP per target token; cross keys and
     # values per source token; the vocabulary projection per target token.
     decoder = num_decoder * (
-        6 * (6 * D * D + mlp) * Td + 6 * 2 * D * D * T + 12 * D * Td * Td + 12 * D * Td * T
+        6 * (6 * D * A + mlp) * Td + 6 * 2 * D * A * T + 12 * A * Td * Td + 12 * A * Td * T
     )
     return batch_size * (encoder + decoder + 6 * cfg.vocab_size * D * Td)
 

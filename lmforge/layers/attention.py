@@ -25,17 +25,18 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.d_head = d_model // num_heads
+        self.d_head = cfg.head_dim or d_model // num_heads
+        inner = num_heads * self.d_head  # d_model unless heads are narrower (T5 v1.1 small)
         self.dropout = cfg.dropout
         # T5 folds 1/sqrt(d_head) into its initialisation and does not scale scores (Raffel et al.).
         self.scale = self.d_head**-0.5 if cfg.score_scale == "inverse_sqrt" else 1.0
         self.is_cross = is_cross
         if is_cross:
-            self.q_proj = nn.Linear(d_model, d_model, bias=cfg.bias)
-            self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=cfg.bias)
+            self.q_proj = nn.Linear(d_model, inner, bias=cfg.bias)
+            self.kv_proj = nn.Linear(d_model, 2 * inner, bias=cfg.bias)
         else:
-            self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=cfg.bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=cfg.bias)
+            self.qkv_proj = nn.Linear(d_model, 3 * inner, bias=cfg.bias)
+        self.out_proj = nn.Linear(inner, d_model, bias=cfg.bias)
 
     def _split_heads(self, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
         B, T, _ = x.shape

@@ -163,14 +163,14 @@ class RelativeBiasPositions(PositionScheme):
 
 
 def build_positions(
-    cfg: PositionConfig, *, d_model: int, num_heads: int, is_causal: bool
+    cfg: PositionConfig, *, d_model: int, num_heads: int, d_head: int, is_causal: bool
 ) -> PositionScheme:
     if cfg.kind == "learned":
         return LearnedPositions(cfg, d_model)
     if cfg.kind == "sinusoidal":
         return SinusoidalPositions(cfg, d_model)
     if cfg.kind == "rope":
-        return RotaryPositions(cfg, d_model // num_heads)
+        return RotaryPositions(cfg, d_head)
     if cfg.kind == "alibi":
         return AlibiPositions(num_heads)
     if cfg.kind == "relative_bias":

@@ -72,6 +72,9 @@ class AttentionConfig:
     """Biases on the query, key, value and output projections."""
     dropout: float = 0.0
     """Dropout on attention probabilities, during training only."""
+    head_dim: int | None = None
+    """Width of each head; None: d_model / num_heads. T5 v1.1 small has 6 heads of 64 on a
+    d_model of 512, so its attention is narrower than the residual stream."""
 
     def __post_init__(self) -> None:
         _require(0 <= self.dropout < 1, f"attention.dropout must be in [0, 1), got {self.dropout}")
@@ -137,9 +140,9 @@ class ModelConfig:
                 getattr(self, name) > 0, f"model.{name} must be > 0, got {getattr(self, name)}"
             )
         _require(
-            self.d_model % self.num_heads == 0,
+            self.attention.head_dim is not None or self.d_model % self.num_heads == 0,
             f"model.d_model ({self.d_model}) must be divisible by "
-            f"model.num_heads ({self.num_heads})",
+            f"model.num_heads ({self.num_heads}), or set model.attention.head_dim",
         )
         _require(
             self.num_decoder_layers is None or self.family == "encoder_decoder",
@@ -153,7 +156,12 @@ class ModelConfig:
 
     @property
     def d_head(self) -> int:
-        return self.d_model // self.num_heads
+        return self.attention.head_dim or self.d_model // self.num_heads
+
+    @property
+    def d_attention(self) -> int:
+        """Width of the concatenated heads (d_model unless attention.head_dim says otherwise)."""
+        return self.num_heads * self.d_head
 
     @property
     def is_causal(self) -> bool:

@@ -140,7 +140,7 @@ class LanguageModel(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=module.in_features**-0.5)
                 if name.endswith("qkv_proj"):  # rows [q; k; v]: scale the query rows
-                    module.weight[: cfg.d_model] *= cfg.d_head**-0.5
+                    module.weight[: cfg.d_attention] *= cfg.d_head**-0.5
                 elif name.endswith("cross_attn.q_proj"):
                     module.weight *= cfg.d_head**-0.5
                 if module.bias is not None:

@@ -213,14 +213,13 @@ PRESETS: dict[str, ModelConfig] = {
         num_decoder_layers=4,
         d_ff=1024,
     ),
-    # The T5 v1.1 small shape: width 512, 8 + 8 layers, gated d_ff 1024, d_kv 64, vocabulary 32128
-    # (google/t5-v1_1-small has 6 heads of 64 = 384 < d_model; lmforge heads split d_model, so
-    # 8 heads of 64).
+    # The T5 v1.1 small shape (google/t5-v1_1-small config.json): width 512, 8 + 8 layers, 6 heads
+    # of 64 (attention 384 wide, narrower than d_model), gated d_ff 1024, vocabulary 32128.
     "t5-small": ModelConfig(
-        **_T5,
+        **{**_T5, "attention": AttentionConfig(score_scale="none", bias=False, head_dim=64)},
         vocab_size=32128,
         d_model=512,
-        num_heads=8,
+        num_heads=6,
         num_layers=8,
         num_decoder_layers=8,
         d_ff=1024,

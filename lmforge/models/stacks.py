@@ -29,7 +29,11 @@ class Stack(nn.Module):
         self.is_causal = is_causal
         self.embedding_scale = cfg.d_model**0.5 if cfg.embedding.scale == "sqrt_d_model" else None
         self.positions = build_positions(
-            cfg.position, d_model=cfg.d_model, num_heads=cfg.num_heads, is_causal=is_causal
+            cfg.position,
+            d_model=cfg.d_model,
+            num_heads=cfg.num_heads,
+            d_head=cfg.d_head,
+            is_causal=is_causal,
         )
         num_types = cfg.embedding.num_segment_types
         self.segment_embed = nn.Embedding(num_types, cfg.d_model) if num_types else None

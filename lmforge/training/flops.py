@@ -19,10 +19,10 @@ def matmul_parameters(cfg: ModelConfig, *, target_fraction: float = 1.0) -> int:
     """Weights in a matmul per token; the output projection (and an MLM head's dense transform)
     counts for `target_fraction` of the tokens, the share that carries a label (MLM projects only
     those)."""
-    D, F = cfg.d_model, cfg.d_ff
-    attention = 4 * D * D
+    D, F, A = cfg.d_model, cfg.d_ff, cfg.d_attention
+    attention = 4 * D * A
     mlp = (3 if cfg.mlp.gated else 2) * D * F
-    cross = 4 * D * D
+    cross = 4 * D * A
     num_decoder = cfg.num_decoder_layers or cfg.num_layers
     if cfg.family == "encoder_decoder":
         blocks = cfg.num_layers * (attention + mlp) + num_decoder * (attention + cross + mlp)
@@ -40,7 +40,7 @@ def training_flops_per_token(
     )
     return (
         6.0 * matmul_parameters(cfg, target_fraction=target_fraction)
-        + 12.0 * num_layers * cfg.d_model * seq_len
+        + 12.0 * num_layers * cfg.d_attention * seq_len
     )
 
 

@@ -40,7 +40,7 @@ PAD = {"roberta": 1}
 def _hf_config(model_type: str, num_heads: int, variant: str = ""):
     import transformers as tf
 
-    tie = variant != "untied"
+    tie = variant not in ("untied", "narrow")
     if model_type == "gpt2":
         return tf.GPT2Config(
             vocab_size=VOCAB, n_positions=64, n_embd=48, n_layer=2, n_head=num_heads,
@@ -61,7 +61,9 @@ def _hf_config(model_type: str, num_heads: int, variant: str = ""):
         )  # fmt: skip
     if model_type == "t5":  # v1.1 (gated-gelu, untied) or v1.0 (relu, tied, scaled logits)
         return tf.T5Config(
-            vocab_size=VOCAB, d_model=48, d_kv=48 // num_heads, d_ff=80, num_layers=2,
+            # "narrow": heads of 8 on d_model 48, as google/t5-v1_1-small's 6 x 64 on 512.
+            vocab_size=VOCAB, d_model=48, d_kv=8 if variant == "narrow" else 48 // num_heads,
+            d_ff=80, num_layers=2,
             num_decoder_layers=3, num_heads=num_heads, dropout_rate=0.0,
             relative_attention_num_buckets=8, relative_attention_max_distance=16,
             feed_forward_proj="relu" if tie else "gated-gelu", tie_word_embeddings=tie,
@@ -87,6 +89,7 @@ CASES = [
     pytest.param("roberta", 4, "", id="roberta"),
     pytest.param("t5", 4, "untied", id="t5-v1.1"),
     pytest.param("t5", 6, "", id="t5-v1.0-tied"),
+    pytest.param("t5", 4, "narrow", id="t5-v1.1-narrow-heads"),
     pytest.param("bart", 4, "", id="bart"),
     pytest.param("bart", 4, "scaled", id="bart-scaled-embedding"),
 ]

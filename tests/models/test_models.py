@@ -109,9 +109,10 @@ def test_every_preset_builds_on_meta(name: str) -> None:
         ("bert-base", 109_514_298 + 590_592),
         ("roberta-base", 124_697_433 + 590_592),
         # T5ForConditionalGeneration / BartForConditionalGeneration from config_to_hf(preset), on
-        # meta, with transformers 5 (T5 with its own lm_head, as v1.1). BART's final_logits_bias
-        # is a buffer there and our lm_head.bias a parameter: + 50_265.
-        ("t5-small", 83_252_736),
+        # meta, with transformers 5 (T5 with its own lm_head, as v1.1: google/t5-v1_1-small's
+        # 6 heads of 64, 77 M). BART's final_logits_bias is a buffer there and our lm_head.bias a
+        # parameter: + 50_265.
+        ("t5-small", 76_961_152),
         ("bart-base", 139_420_416 + 50_265),
     ],
 )
@@ -125,9 +126,9 @@ def test_t5_init_scales_queries_and_starts_near_uniform_predictions() -> None:
     cfg = get_preset("t5-small")
     model = build_model(dataclasses.replace(cfg, num_layers=2, num_decoder_layers=2))
     qkv = model.encoder.blocks[0].self_attn.qkv_proj.weight
-    D, Dh = cfg.d_model, cfg.d_head
-    assert qkv[:D].std().item() == pytest.approx((D * Dh) ** -0.5, rel=0.02)
-    assert qkv[D:].std().item() == pytest.approx(D**-0.5, rel=0.02)
+    D, Dh, A = cfg.d_model, cfg.d_head, cfg.d_attention  # query rows: the first A
+    assert qkv[:A].std().item() == pytest.approx((D * Dh) ** -0.5, rel=0.02)
+    assert qkv[A:].std().item() == pytest.approx(D**-0.5, rel=0.02)
     ids = torch.randint(0, cfg.vocab_size, (2, 16))
     loss = model(ids, decoder_input_ids=ids, labels=ids).loss.item()
     assert abs(loss - math.log(cfg.vocab_size)) < 1.0

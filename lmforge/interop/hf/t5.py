@@ -15,8 +15,8 @@ is given its own parameter (`prepare_hf_model`) and config.json says tie_word_em
 the original v1.1 checkpoints do, so that transformers loads the separate `lm_head.weight`.
 
 T5's attention has d_kv * num_heads inner width, which may differ from d_model (t5-v1_1-small:
-6 x 64 = 384 < 512); ours needs d_model / num_heads, so other widths are refused. T5's
-initialisation (initializer_factor) is not carried over: `init_std` keeps our default.
+6 x 64 = 384 < 512): it becomes `attention.head_dim` then. Imported configs select T5's own
+initialisation (`init="t5"`) for when they are trained from scratch.
 """
 
 from __future__ import annotations
@@ -123,15 +123,12 @@ def hf_model_class() -> type:
 
 def config_from_hf(hf_config: Any) -> ModelConfig:
     """Our ModelConfig for a `transformers.T5Config`; options we do not implement are errors."""
-    if hf_config.d_kv * hf_config.num_heads != hf_config.d_model:
-        raise LmforgeError(
-            f"T5 d_kv * num_heads ({hf_config.d_kv} * {hf_config.num_heads}) must equal d_model "
-            f"({hf_config.d_model}) for lmforge, whose heads split d_model"
-        )
     if hf_config.dense_act_fn not in _ACTIVATIONS:
         raise LmforgeError(f"T5 activation {hf_config.dense_act_fn!r} is not supported")
     scaled = getattr(hf_config, "scale_decoder_outputs", hf_config.tie_word_embeddings)
+    narrow_heads = hf_config.d_model - hf_config.d_kv * hf_config.num_heads
     return ModelConfig(
+        init="t5",
         family="encoder_decoder",
         vocab_size=hf_config.vocab_size,
         d_model=hf_config.d_model,
@@ -152,7 +149,13 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
             gated=hf_config.is_gated_act,
             bias=False,
         ),  # fmt: skip
-        attention=AttentionConfig(score_scale="none", bias=False, dropout=hf_config.dropout_rate),
+        attention=AttentionConfig(
+            score_scale="none",
+            bias=False,
+            dropout=hf_config.dropout_rate,
+            # Heads narrower than d_model / num_heads (t5-v1_1-small: 6 x 64 on 512).
+            head_dim=None if narrow_heads == 0 else hf_config.d_kv,
+        ),
         embedding=EmbeddingConfig(),
         head=HeadConfig(logit_scale="inverse_sqrt_d_model" if scaled else "none"),
         tie_word_embeddings=bool(scaled),
