@@ -1,8 +1,9 @@
 """Conversion time and peak memory: `lmforge convert --from-hf` and `--to-hf` on full-size shapes.
 
-Builds a random `transformers` model of the GPT-2 small shape (124 M) and of the T5 small shape
-(60 M, v1.0: relu, tied), saves each with `save_pretrained` (safetensors), then times each direction
-in a fresh process and reads that process' peak RSS (`ru_maxrss` from `wait4`).
+Builds a random `transformers` model of the GPT-2 small shape (124 M) and of the T5 v1.1 small shape
+(77 M: google/t5-v1_1-small's config, 6 heads of 64, gated GELU, untied head), saves each with
+`save_pretrained` (safetensors), then times each direction in a fresh process and reads that
+process' peak RSS (`ru_maxrss` from `wait4`).
 
     python bench/convert_benchmark.py [--work DIR] [--json]
 """
@@ -25,8 +26,17 @@ def hf_models() -> dict:
 
     return {
         "gpt2-small": transformers.GPT2LMHeadModel(transformers.GPT2Config()),
-        "t5-small": transformers.T5ForConditionalGeneration(
-            transformers.T5Config(d_model=512, d_ff=2048, num_heads=8, num_layers=6, d_kv=64)
+        "t5-v1_1-small": transformers.T5ForConditionalGeneration(
+            transformers.T5Config(
+                vocab_size=32128,
+                d_model=512,
+                d_kv=64,
+                d_ff=1024,
+                num_layers=8,
+                num_heads=6,
+                feed_forward_proj="gated-gelu",
+                tie_word_embeddings=False,
+            )  # fmt: skip
         ),
     }
 
@@ -61,7 +71,7 @@ def main() -> None:
         for folder in (hf_dir, ours, back):
             shutil.rmtree(folder, ignore_errors=True)
         model.save_pretrained(hf_dir)
-        parameters = sum(p.numel() for p in model.parameters())
+        parameters = sum(p.numel() for p in model.parameters())  # shared tensors counted once
         for direction, command in (
             ("from-hf", [*lmforge, "--from-hf", str(hf_dir), str(ours)]),
             ("to-hf", [*lmforge, "--to-hf", str(ours), str(back)]),
