@@ -43,6 +43,20 @@ def pretrain_args(preset: str, data: Path, run_dir: Path, *extra: str) -> list[s
     return ["pretrain", preset, f"--data.path={data}", f"--run.dir={run_dir}", *TINY_MODEL, *extra]
 
 
+def shakespeare_data(
+    tmp_path: Path, kind: str, vocab_size: int, *, chars: int, val_fraction: float
+) -> Path:
+    """The first `chars` of tinyshakespeare with a fresh tokenizer, prepared with nanoGPT's tail
+    split (skips where ../shared/data is absent)."""
+    text = shared_file("tinyshakespeare/input.txt").read_text()[:chars]
+    corpus = tmp_path / "shakespeare.txt"
+    corpus.write_text(text)
+    tokenizer_dir = train_tokenizer(kind, vocab_size, text.split("\n\n")).save(tmp_path / "tok")
+    prepare_data([str(corpus)], tokenizer_dir, tmp_path / "data", workers=1,
+                 val_fraction=val_fraction, split="tail", progress=False)  # fmt: skip
+    return tmp_path / "data"
+
+
 def test_tiny_model_overfits_one_batch() -> None:
     import dataclasses
 
@@ -62,23 +76,11 @@ def test_tiny_model_overfits_one_batch() -> None:
 
 @pytest.mark.slow
 def test_loss_falls_on_real_corpus(tmp_path: Path) -> None:
-    text = shared_file("tinyshakespeare/input.txt").read_text()[:300_000]
-    corpus = tmp_path / "shakespeare.txt"
-    corpus.write_text(text)
-    tokenizer_dir = train_tokenizer("bpe", 512, text.split("\n\n")).save(tmp_path / "tok")
-    prepare_data(
-        [str(corpus)],
-        tokenizer_dir,
-        tmp_path / "data",
-        workers=1,
-        val_fraction=0.1,
-        split="tail",
-        progress=False,
-    )
+    data = shakespeare_data(tmp_path, "bpe", 512, chars=300_000, val_fraction=0.1)
     run_dir = tmp_path / "run"
     args = pretrain_args(
         "gpt2-tiny",
-        tmp_path / "data",
+        data,
         run_dir,
         "--train.max_steps=200",
         "--train.batch_size=16",
@@ -116,23 +118,11 @@ def test_masked_lm_beats_the_most_frequent_token_on_real_corpus(tmp_path: Path) 
 
     from lmforge.data.shards import TokenDataset
 
-    text = shared_file("tinyshakespeare/input.txt").read_text()[:300_000]
-    corpus = tmp_path / "shakespeare.txt"
-    corpus.write_text(text)
-    tokenizer_dir = train_tokenizer("wordpiece", 512, text.split("\n\n")).save(tmp_path / "tok")
-    prepare_data(
-        [str(corpus)],
-        tokenizer_dir,
-        tmp_path / "data",
-        workers=1,
-        val_fraction=0.05,
-        split="tail",
-        progress=False,
-    )
+    data = shakespeare_data(tmp_path, "wordpiece", 512, chars=300_000, val_fraction=0.05)
     run_dir = tmp_path / "run"
     args = pretrain_args(
         "bert-tiny",
-        tmp_path / "data",
+        data,
         run_dir,
         "--train.max_steps=300",
         "--train.batch_size=32",
@@ -145,7 +135,7 @@ def test_masked_lm_beats_the_most_frequent_token_on_real_corpus(tmp_path: Path) 
         "--checkpoint.every=0",
     )
     assert main(args) == 0
-    val = TokenDataset(tmp_path / "data", "val")
+    val = TokenDataset(data, "val")
     tokens = val.tokens(0, val.num_tokens)
     tokens = tokens[tokens >= 5]  # [PAD] [UNK] [CLS] [SEP] [MASK] are ids 0..4, never targets
     most_frequent = np.bincount(tokens).max() / tokens.size  # 0.042 (the comma)
@@ -238,14 +228,9 @@ def test_two_ranks_equal_one_process_with_two_micro_batches(
 def test_encoder_decoder_validation_loss_falls_on_real_corpus(
     preset: str, objective: str, kind: str, tmp_path: Path
 ) -> None:
-    text = shared_file("tinyshakespeare/input.txt").read_text()[:200_000]
-    corpus = tmp_path / "shakespeare.txt"
-    corpus.write_text(text)
-    tokenizer_dir = train_tokenizer(kind, 600, text.split("\n\n")).save(tmp_path / "tok")
-    prepare_data([str(corpus)], tokenizer_dir, tmp_path / "data", workers=1, val_fraction=0.1,
-                 split="tail", progress=False)  # fmt: skip
+    data = shakespeare_data(tmp_path, kind, 600, chars=200_000, val_fraction=0.1)
     run_dir = tmp_path / "run"
-    args = pretrain_args(preset, tmp_path / "data", run_dir, f"--objective.kind={objective}",
+    args = pretrain_args(preset, data, run_dir, f"--objective.kind={objective}",
                          "--train.max_steps=120", "--train.batch_size=16", "--train.lr=3e-3",
                          "--train.warmup_steps=10", "--eval.every=20", "--eval.max_batches=8",
                          "--model.d_model=64", "--model.d_ff=128",
