@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if code:
         return code
     print("[4/4] sampling from the trained model")
-    return lmforge(["generate", str(out / "run"), "--prompt", args.prompt,
+    # Three samples: an empty prompt starts a new document, and some documents are short.
+    return lmforge(["generate", str(out / "run"), "--prompt", args.prompt, "--num-samples", "3",
                     "--max-new-tokens", "120", "--temperature", "0.8"])  # fmt: skip
 
 
