@@ -37,12 +37,10 @@ from lmforge.errors import LmforgeError
 from lmforge.training.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
-    "capture_rng_state",
     "latest_checkpoint",
     "load_checkpoint",
     "load_model_weights",
     "resolve_checkpoint",
-    "restore_rng_state",
     "save_checkpoint",
 ]
 

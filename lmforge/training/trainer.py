@@ -29,11 +29,7 @@ from lmforge.data.windows import WindowSampler, eval_batches, micro_batches
 from lmforge.distributed.setup import DistributedContext, all_reduce_sum
 from lmforge.errors import LmforgeError
 from lmforge.objectives.base import Objective
-from lmforge.training.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    save_checkpoint,
-)
+from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.flops import training_flops_per_token
 from lmforge.training.metrics import MetricsWriter
 from lmforge.training.optim import clip_grad_norm
@@ -342,7 +338,6 @@ class Trainer:
             "elapsed_s": self.state.elapsed_s,
             "last_eval": self.state.last_eval,
             "data_position": {"windows_consumed": self.state.step * self.config.train.batch_size},
-            "rng": capture_rng_state(),
         }
         if self.context.is_main:
             save_checkpoint(
