@@ -48,6 +48,22 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))
 
 
+class TaskHead(nn.Module):
+    """dropout -> linear onto `num_outputs` scores, the head of the downstream tasks: (B, D) ->
+    (B, C) for sequence classification, (B, T, D) -> (B, T, C) for tagging, C = 2 (start, end)
+    for extractive QA. Initialised like BERT's task heads: N(0, 0.02), zero bias."""
+
+    def __init__(self, d_model: int, num_outputs: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(d_model, num_outputs)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(hidden))
+
+
 class LMHead(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -164,6 +164,12 @@ class DecoderModel(LanguageModel):
     def stacks(self) -> list[Stack]:
         return [self.decoder]
 
+    def hidden_states(
+        self, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T) token ids -> final hidden states (B, T, D), for task heads."""
+        return self.decoder(self.token_embed(input_ids), attention_mask=attention_mask)
+
     def forward(
         self,
         input_ids: torch.Tensor,

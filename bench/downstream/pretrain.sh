@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Pretrain the three models behind docs/results.md on the shared English corpora (gutenberg
+# without the King James Bible, brown, us_speeches, tinyshakespeare: about 16 MB of prose).
+# Usage: bash bench/downstream/pretrain.sh [OUT]   (default runs/downstream; ~15 minutes per model
+# of training on an idle 2-core CPU, plus tokenizer training and data preparation).
+set -euo pipefail
+OUT=${1:-runs/downstream}
+DATA=${SHARED_DATA:-../shared/data}
+mkdir -p "$OUT"
+CORPUS=()
+for f in "$DATA"/gutenberg/*.txt; do
+  [[ $f == *bible-kjv* ]] || CORPUS+=("$f")
+done
+CORPUS+=("$DATA/brown/brown_plain.txt" "$DATA/us_speeches" "$DATA/tinyshakespeare/input.txt")
+
+prepare() {  # kind name extra-tokenizer-inputs...
+  local kind=$1 name=$2; shift 2
+  [[ -f $OUT/$name-tokenizer/tokenizer.json ]] || lmforge tokenizer train --kind "$kind" \
+    --vocab-size 8192 --input "${CORPUS[@]}" "$@" --out "$OUT/$name-tokenizer" --no-progress
+  [[ -f $OUT/$name-data/manifest.json ]] || lmforge data prepare --input "${CORPUS[@]}" \
+    --tokenizer "$OUT/$name-tokenizer" --out "$OUT/$name-data" --split-by paragraph \
+    --val-fraction 0.01 --no-progress
+}
+
+pretrain() {  # name preset steps lr [overrides...]
+  local name=$1 preset=$2 steps=$3 lr=$4; shift 4
+  lmforge pretrain "$preset" --data.path="$OUT/$name-data" --run.dir="$OUT/$name" \
+    --train.max_steps="$steps" --train.batch_size=8 --train.seq_len=256 --train.lr="$lr" \
+    --train.warmup_steps=200 --train.precision=bf16 --model.dropout=0.1 \
+    --eval.every=500 --eval.max_batches=20 --checkpoint.every=500 --log.progress=false "$@"
+}
+
+prepare wordpiece bert
+prepare bpe gpt2
+# T5's own vocabulary also covers the languages of its translation tasks (Raffel et al. 2020,
+# section 2.2); ours sees the Multi30k German training captions so that en->de has German pieces.
+# The pretraining text stays English.
+prepare unigram t5 "$DATA/multi30k/train.de"
+
+pretrain bert bert-tiny 3600 1e-3
+pretrain gpt2 gpt2-tiny 3000 2e-3
+pretrain t5 t5-tiny 2000 1e-3 --objective.kind=span_corruption

@@ -1,0 +1,154 @@
+"""The interface every downstream task implements, and the registry of tasks.
+
+A task owns everything that differs between downstream jobs: reading its files, turning examples
+into model features, the head on top of the pretrained model, the loss, decoding predictions and the
+metric. The fine-tuning loop (`lmforge.training.finetune`) is the same for all of them:
+
+    task = TASKS[name](options, tokenizer, model_config)
+    train = task.read(path)                 # examples, as in the file
+    task.fit_labels(train)                  # e.g. the label set; saved by `state()`
+    model = task.build_model(backbone)      # backbone + head, an nn.Module
+    features = task.features(train)         # tokenized once
+    batch = task.collate(features[i:j])     # dict of tensors
+    loss = task.loss(model, batch)          # mean over the batch's targets
+    metrics, rows = task.evaluate(model, examples, batch_size)   # rows -> predictions.jsonl
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
+from lmforge.models.config import ModelConfig
+from lmforge.models.lm import LanguageModel
+
+
+class Task:
+    """Base class of the downstream tasks. Subclasses set the class variables and implement the
+    methods that raise NotImplementedError."""
+
+    name: ClassVar[str]
+    """The `lmforge finetune` subcommand, e.g. "classify"."""
+    families: ClassVar[tuple[str, ...]]
+    """Model families that can do this task ("encoder", "decoder", "encoder_decoder")."""
+    metric: ClassVar[str]
+    """Key of `evaluate`'s metrics that picks the best checkpoint; higher is better."""
+
+    def __init__(self, options: Any, tokenizer: Tokenizer, model_config: ModelConfig) -> None:
+        if model_config.family not in self.families:
+            family = model_config.family.replace("_", "-")
+            can = ", ".join(f.replace("_", "-") for f in self.families)
+            raise LmforgeError(
+                f"an {family} model cannot do `{self.name}`; it needs a model of family: {can}"
+            )
+        self.options = options
+        self.tokenizer = tokenizer
+        self.model_config = model_config
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def read(self, path: str) -> list[Any]:
+        """The labelled examples of a file (or parallel-file prefix), in file order."""
+        raise NotImplementedError
+
+    def read_inputs(self, path: str) -> list[Any]:
+        """Examples of a file for `lmforge predict`: the same formats, labels optional."""
+        return self.read(path)
+
+    def split_validation(self, examples: list[Any], fraction: float) -> tuple[list, list]:
+        """(train, validation): the last `fraction` of the examples (tasks with groups, such as
+        SQuAD articles, override this to keep groups whole)."""
+        cut = len(examples) - max(1, round(len(examples) * fraction))
+        return examples[:cut], examples[cut:]
+
+    def fit_labels(self, train: list[Any]) -> None:
+        """Learn what the training set defines (the label set); default: nothing."""
+
+    def check_labels(self, examples: list[Any], path: str) -> None:
+        """Refuse evaluation examples whose labels the training set never showed."""
+
+    def state(self) -> dict[str, Any]:
+        """What `predict` needs besides the weights (labels, ...); JSON-serialisable."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore `state()` of a fine-tuned run."""
+
+    def features(self, examples: list[Any]) -> list[Any]:
+        """Tokenized training features (one or more per example, e.g. QA windows)."""
+        raise NotImplementedError
+
+    def collate(self, features: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """A padded batch of training features."""
+        raise NotImplementedError
+
+    # --- model --------------------------------------------------------------------------------
+
+    def build_model(self, backbone: LanguageModel) -> nn.Module:
+        """The pretrained backbone with this task's head (the backbone itself for generation)."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean loss of the batch (scalar, with gradients)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, examples: list[Any], batch_size: int
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """(metrics in points, 0-100, with `self.metric` among them; one prediction row per
+        example, JSON-serialisable, holding the input, the prediction and the reference)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(
+        self, model: nn.Module, examples: list[Any], batch_size: int
+    ) -> list[dict[str, Any]]:
+        """One JSON-serialisable row per example: its input and the prediction."""
+        raise NotImplementedError
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task subclass of `name` (imported lazily: each task pulls in only its own needs)."""
+    import importlib
+
+    modules = {
+        "classify": ("lmforge.tasks.classification", "ClassificationTask"),
+        "tag": ("lmforge.tasks.ner", "TaggingTask"),
+        "qa": ("lmforge.tasks.qa", "ExtractiveQATask"),
+        "seq2seq": ("lmforge.tasks.seq2seq", "Seq2SeqTask"),
+        "causal": ("lmforge.tasks.causal", "CausalTask"),
+    }
+    if name not in modules:
+        raise LmforgeError(f"unknown task {name!r}; choose one of {', '.join(modules)}")
+    module, cls = modules[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def backbone_hidden(
+    backbone: LanguageModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    segment_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Final hidden states (B, T, D) of the stack a task head reads: the encoder of encoder and
+    encoder-decoder models, the decoder of decoder models. attention_mask: (B, T), 1 = token."""
+    if backbone.config.family == "decoder":
+        return backbone.hidden_states(input_ids, attention_mask=attention_mask)
+    if backbone.config.family == "encoder":
+        return backbone.encode(input_ids, attention_mask=attention_mask, segment_ids=segment_ids)
+    return backbone.encode(input_ids, attention_mask)
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
+    """Right-pad lists of ints into a (B, T) int64 tensor, T = the longest row."""
+    width = max((len(row) for row in rows), default=0)
+    out = torch.full((len(rows), width), pad_value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
