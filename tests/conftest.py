@@ -74,3 +74,53 @@ def python_docs_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def python_docs_unigram_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same corpus with a T5-style unigram tokenizer (vocab 600, 100 sentinels)."""
     return _prepare_python_docs(tmp_path_factory.mktemp("python-docs-unigram"), "unigram", 600)
+
+
+_PRETRAINED_TOKENIZER = {"bert": "wordpiece", "roberta": "bpe", "gpt2": "bpe", "bloom": "bpe",
+                         "t5": "unigram", "bart": "bpe"}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """`tiny_pretrained("bert-tiny")` -> a run directory holding a randomly initialised,
+    test-sized model of that preset (2 layers, width 32) as a step-0 checkpoint, with its
+    tokenizer (trained on Python's docs: wordpiece, bpe or unigram as the family uses) and
+    config.yaml, laid out exactly like a pretraining run. Built once per preset per session."""
+    import yaml
+
+    from lmforge.config.loading import load_run_config, to_dict
+    from lmforge.data.sources import iter_documents
+    from lmforge.data.tokenizer import train_tokenizer
+    from lmforge.models.lm import build_model
+    from lmforge.training.checkpoint import save_checkpoint
+
+    built: dict[str, Path] = {}
+
+    def make(preset: str) -> Path:
+        if preset in built:
+            return built[preset]
+        root = tmp_path_factory.mktemp(f"pretrained-{preset}")
+        kind = _PRETRAINED_TOKENIZER[preset.split("-")[0]]
+        documents = (
+            d.text for _, d in zip(range(800), iter_documents("builtin:python-docs"), strict=False)
+        )
+        tokenizer = train_tokenizer(kind, 600 if kind == "unigram" else 512, documents)
+        tokenizer.save(root)
+        overrides = {
+            "model.d_model": "32", "model.num_heads": "2", "model.num_layers": "2",
+            "model.d_ff": "64", "model.vocab_size": str(tokenizer.vocab_size),
+            "run.dir": str(root), "data.path": "-",
+        }  # fmt: skip
+        if preset.startswith("t5"):
+            overrides["objective.kind"] = "span_corruption"
+        elif preset.startswith("bart"):
+            overrides["objective.kind"] = "bart_denoising"
+        config = load_run_config(preset, overrides)
+        torch.manual_seed(0)
+        model = build_model(config.model)
+        (root / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        save_checkpoint(root, 0, model, None, {}, to_dict(config.model), keep_last=1)
+        built[preset] = root
+        return root
+
+    return make
