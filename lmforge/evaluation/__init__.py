@@ -1,1 +1,1 @@
-"""evaluation."""
+"""Downstream metrics: accuracy/F1, entity F1 (seqeval), SQuAD EM/F1, BLEU and ROUGE."""

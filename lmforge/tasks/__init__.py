@@ -1,1 +1,1 @@
-"""tasks."""
+"""Downstream tasks: one module each, all implementing lmforge.tasks.base.Task."""
