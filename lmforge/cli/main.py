@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "bench_cmd",
     "quickstart_cmd",
     "convert_cmd",
+    "finetune_cmd",
 )
 
 

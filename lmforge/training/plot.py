@@ -8,6 +8,7 @@ carry `tokens_seen`.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,11 @@ _VALIDATION_PANELS = (
 )
 
 
-def plot_run(run_dir: str | os.PathLike[str]) -> Path:
-    """Draw the curves of `run_dir` into `RUN_DIR/curves.png` and return its path."""
+def plot_run(run_dir: str | os.PathLike[str], *, metric: str | None = None) -> Path:
+    """Draw the curves of `run_dir` into `RUN_DIR/curves.png` and return its path.
+
+    `metric`: a further validation key to draw in its own panel (a fine-tuning run's task metric,
+    e.g. `val_f1`); by default the one named in the run's task.json, if any."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LmforgeError(
@@ -45,7 +49,11 @@ def plot_run(run_dir: str | os.PathLike[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [panel for panel in _VALIDATION_PANELS if _series(rows, panel[0])[0].size > 0]
+    metric = metric or _task_metric(run_dir)
+    panels = list(_VALIDATION_PANELS)
+    if metric and metric not in {key for key, *_ in panels}:
+        panels.append((metric, metric.replace("_", " "), "tab:red"))
+    panels = [panel for panel in panels if _series(rows, panel[0])[0].size > 0]
     ratios = [3] + [2] * len(panels) + [1]
     figure, axes = plt.subplots(
         len(ratios), 1, sharex=True, figsize=(9, 1.5 + 1.4 * sum(ratios)), height_ratios=ratios
@@ -64,6 +72,14 @@ def plot_run(run_dir: str | os.PathLike[str]) -> Path:
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out
+
+
+def _task_metric(run_dir: Path) -> str | None:
+    """`val_<metric>` of a fine-tuning run (its task.json names the metric), else None."""
+    try:
+        return "val_" + json.loads((run_dir / "task.json").read_text())["metric"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,289 @@
+"""Sentence and sentence-pair classification for every family.
+
+    encoder          [CLS] a [SEP] (b [SEP])  -> pooler(first token) -> head   (BERT; RoBERTa:
+                     <s> a </s></s> b </s>)   as BertForSequenceClassification
+    decoder          </s> a (</s> b) </s>     -> hidden state of the last real token -> head
+                     (GPT2ForSequenceClassification; the leading separator is what precedes every
+                     document in pretraining)
+    encoder-decoder  prefix a (b) </s>        -> the decoder generates the label's word (T5)
+
+Metrics: accuracy and macro-F1 (the checkpoint is chosen on accuracy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.config.finetune import ClassifyOptions
+from lmforge.data.labelled import ClassificationExample, read_classification
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
+from lmforge.evaluation.classification import accuracy, macro_f1
+from lmforge.generation.search import SamplingConfig, generate_seq2seq
+from lmforge.models.config import ModelConfig
+from lmforge.models.heads import IGNORE_INDEX, TaskHead
+from lmforge.models.lm import LanguageModel
+from lmforge.objectives.span_corruption import shift_right
+from lmforge.tasks.base import Task, backbone_hidden, pad_batch
+
+
+@dataclass
+class ClassificationFeature:
+    input_ids: list[int]
+    segment_ids: list[int]
+    label: int
+    """Index into the label set (encoder, decoder) — or -1 when unlabelled."""
+    target_ids: list[int]
+    """The label word's tokens + eos (encoder-decoder only)."""
+
+
+class SequenceClassifier(nn.Module):
+    """Backbone + a linear head on one vector per sequence: (B, T) ids -> (B, C) scores."""
+
+    def __init__(self, backbone: LanguageModel, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = TaskHead(backbone.config.d_model, num_labels, dropout)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, segment_ids: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = backbone_hidden(self.backbone, input_ids, attention_mask, segment_ids)
+        if self.backbone.config.family == "encoder":
+            pooled = self.backbone.pooler(hidden)  # (B, D): tanh(dense(first token))
+        else:  # the last real token has seen the whole text through causal attention
+            last = attention_mask.sum(dim=1) - 1  # (B,)
+            pooled = hidden[torch.arange(hidden.shape[0]), last]
+        return self.head(pooled)
+
+
+class ClassificationTask(Task):
+    name = "classify"
+    families = ("encoder", "decoder", "encoder_decoder")
+    metric = "accuracy"
+
+    def __init__(self, options: ClassifyOptions, tokenizer: Tokenizer, model_config: ModelConfig):
+        super().__init__(options, tokenizer, model_config)
+        self.text_fields = [f.strip() for f in options.text_fields.split(",") if f.strip()]
+        self.labels: list[str] = []
+        self.words = _parse_label_words(options.label_words)
+        self.is_generative = model_config.family == "encoder_decoder"
+        self.max_length = min(options.max_length, model_config.max_seq_len or options.max_length)
+        for role in ("eos",) if self.is_generative else ():
+            if getattr(tokenizer, f"{role}_id") is None:
+                raise LmforgeError(f"the tokenizer has no {role} token, which {self.name} needs")
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def read(self, path: str) -> list[ClassificationExample]:
+        return read_classification(path, text_fields=self.text_fields, label_field=self._label())
+
+    def read_inputs(self, path: str) -> list[ClassificationExample]:
+        return read_classification(
+            path, text_fields=self.text_fields, label_field=self._label(), labelled=False
+        )
+
+    def _label(self) -> str:
+        return self.options.label_field
+
+    def fit_labels(self, train: list[ClassificationExample]) -> None:
+        self.labels = sorted({e.label for e in train}, key=_natural_key)
+        if len(self.labels) < 2:
+            raise LmforgeError(f"the training data has only the label {self.labels}; need >= 2")
+        missing = [label for label in self.labels if self.words and label not in self.words]
+        if missing:
+            raise LmforgeError(f"task.label_words gives no word for label {missing[0]!r}")
+
+    def check_labels(self, examples: list[ClassificationExample], path: str) -> None:
+        known = set(self.labels)
+        for example in examples:
+            if example.label is not None and example.label not in known:
+                raise LmforgeError(
+                    f"{path}: label {example.label!r} never appears in the training data "
+                    f"(labels there: {', '.join(self.labels)})"
+                )
+
+    def state(self) -> dict[str, Any]:
+        return {"labels": self.labels}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.labels = list(state["labels"])
+
+    def features(self, examples: list[ClassificationExample]) -> list[ClassificationFeature]:
+        index = {label: i for i, label in enumerate(self.labels)}
+        features = []
+        for example in examples:
+            ids, segments = self._encode(example.texts)
+            label = -1 if example.label is None else index[example.label]
+            target = []
+            if self.is_generative and example.label is not None:
+                target = self._word_ids(example.label)
+            features.append(ClassificationFeature(ids, segments, label, target))
+        return features
+
+    def _word_ids(self, label: str) -> list[int]:
+        return self.tokenizer.encode(self.words.get(label, label)) + [self.tokenizer.eos_id]
+
+    def _encode(self, texts: tuple[str, ...]) -> tuple[list[int], list[int]]:
+        """Token ids and segment ids (0 for the first text, 1 for the second) of one input."""
+        tok, family = self.tokenizer, self.model_config.family
+        if family == "encoder_decoder":
+            joined = " ".join(
+                f"{field}: {text}" if len(texts) > 1 else text
+                for field, text in zip(self.text_fields, texts, strict=False)
+            )
+            pieces = [tok.encode(self.options.prefix + joined)]
+            opening, middle, closing = [], [], [tok.eos_id]
+        elif family == "decoder":
+            pieces = [tok.encode(text) for text in texts]
+            opening, middle, closing = [tok.separator_id], [tok.separator_id], [tok.separator_id]
+        else:
+            cls, sep = _cls_sep(tok)
+            pieces = [tok.encode(text) for text in texts]
+            # RoBERTa separates the two texts by </s></s>; BERT by one [SEP].
+            opening, middle, closing = [cls], [sep] * (2 if tok.bos_id is not None else 1), [sep]
+        budget = self.max_length - len(opening) - len(closing) - len(middle) * (len(pieces) - 1)
+        pieces = _truncate_longest_first(pieces, budget)
+        ids, segments = list(opening), [0] * len(opening)
+        for i, piece in enumerate(pieces):
+            part = (middle if i else []) + piece
+            ids += part
+            segments += [min(i, 1)] * len(part)
+        ids += closing
+        segments += [min(len(pieces) - 1, 1)] * len(closing)
+        if self.model_config.embedding.num_segment_types < 2:
+            segments = [0] * len(ids)
+        return ids, segments
+
+    def collate(self, features: Sequence[ClassificationFeature]) -> dict[str, torch.Tensor]:
+        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        input_ids = pad_batch([f.input_ids for f in features], pad)
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": pad_batch([[1] * len(f.input_ids) for f in features], 0),
+            "segment_ids": pad_batch([f.segment_ids for f in features], 0),
+            "labels": torch.tensor([f.label for f in features]),
+        }
+        if self.is_generative and features and features[0].target_ids:
+            targets = pad_batch([f.target_ids for f in features], IGNORE_INDEX)
+            batch["target_ids"] = targets
+            batch["decoder_input_ids"] = shift_right(targets, self._start_id(), pad)
+        return batch
+
+    # --- model --------------------------------------------------------------------------------
+
+    def build_model(self, backbone: LanguageModel) -> nn.Module:
+        if self.is_generative:
+            return backbone
+        dropout = max(self.model_config.dropout, 0.1)  # BERT's classifier dropout
+        return SequenceClassifier(backbone, len(self.labels), dropout)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.is_generative:
+            return model(
+                batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                decoder_input_ids=batch["decoder_input_ids"],
+                labels=batch["target_ids"],
+            ).loss
+        scores = model(batch["input_ids"], batch["attention_mask"], batch["segment_ids"])
+        return F.cross_entropy(scores, batch["labels"])
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, examples: list[ClassificationExample], batch_size: int
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        rows = self.predict(model, examples, batch_size)
+        predicted = [row["prediction"] for row in rows]
+        gold = [e.label for e in examples]
+        for row, label in zip(rows, gold, strict=True):
+            row["label"] = label
+        metrics = {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold)}
+        return metrics, rows
+
+    @torch.no_grad()
+    def predict(
+        self, model: nn.Module, examples: list[ClassificationExample], batch_size: int
+    ) -> list[dict[str, Any]]:
+        features = self.features([ClassificationExample(e.texts, None) for e in examples])
+        rows = []
+        for start in range(0, len(features), batch_size):
+            chunk = features[start : start + batch_size]
+            batch = self.collate(chunk)
+            if self.is_generative:
+                predictions = self._generate_labels(model, batch)
+                rows += [{"prediction": p} for p in predictions]
+                continue
+            scores = model(batch["input_ids"], batch["attention_mask"], batch["segment_ids"])
+            probs = scores.float().softmax(dim=-1)
+            for row in probs.tolist():
+                best = max(range(len(row)), key=row.__getitem__)
+                rows.append({"prediction": self.labels[best], "probability": round(row[best], 4)})
+        for row, example in zip(rows, examples, strict=True):
+            row["text"] = example.texts[0] if len(example.texts) == 1 else list(example.texts)
+        return [{"text": r.pop("text"), **r} for r in rows]
+
+    def _generate_labels(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> list[str]:
+        """Greedy-decode the label word; an output that is no label's word counts as itself."""
+        longest = max(len(self._word_ids(label)) for label in self.labels)
+        out = generate_seq2seq(
+            model,
+            batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            sampling=SamplingConfig(max_new_tokens=longest, temperature=0.0),
+            decoder_start_id=self._start_id(),
+            eos_id=self.tokenizer.eos_id,
+        )
+        by_word = {self.words.get(label, label): label for label in self.labels}
+        texts = [self.tokenizer.decode(row[1:], skip_special_tokens=True).strip() for row in out]
+        return [by_word.get(text, text) for text in texts]
+
+    def _start_id(self) -> int:
+        # T5 starts decoding from <pad>, BART (byte-level BPE with a bos token) from </s>.
+        tok = self.tokenizer
+        start = tok.eos_id if tok.bos_id is not None else tok.pad_id
+        assert start is not None
+        return start
+
+
+def _cls_sep(tok: Tokenizer) -> tuple[int, int]:
+    cls = tok.cls_id if tok.cls_id is not None else tok.bos_id
+    sep = tok.sep_id if tok.sep_id is not None else tok.eos_id
+    if cls is None or sep is None:
+        raise LmforgeError("the tokenizer has no [CLS]/<s> and [SEP]/</s> tokens an encoder needs")
+    return cls, sep
+
+
+def _truncate_longest_first(pieces: list[list[int]], budget: int) -> list[list[int]]:
+    """Drop tokens from the end of the longest text until all fit in `budget` (as transformers'
+    truncation="longest_first")."""
+    pieces = [list(p) for p in pieces]
+    while sum(len(p) for p in pieces) > max(budget, 0):
+        max(pieces, key=len).pop()
+    return pieces
+
+
+def _parse_label_words(spec: str) -> dict[str, str]:
+    words = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        label, eq, word = item.partition("=")
+        if not eq or not label.strip() or not word.strip():
+            raise LmforgeError(
+                f"task.label_words: {item!r} is not LABEL=WORD; e.g. 0=negative,1=positive"
+            )
+        words[label.strip()] = word.strip()
+    return words
+
+
+def _natural_key(label: str) -> tuple[int, float | str]:
+    """Numeric labels in numeric order (2 before 10), then the others alphabetically."""
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)

@@ -1,0 +1,282 @@
+"""The fine-tuning loop shared by every downstream task.
+
+    load the pretrained model (or the same architecture freshly initialised, train.init=random)
+    read train / validation (/ test) examples, fit the task's labels, tokenize once
+    loop over shuffled epochs: AdamW, warmup + linear decay, accumulation, clipping, autocast
+        every eval.every steps (default: each epoch) evaluate on validation; a better validation
+        metric saves the checkpoint (keep only the best) and its predictions; early stopping
+    reload the best checkpoint, evaluate the test set if given, write metrics.json and curves.png
+
+RUN_DIR holds: config.yaml, task.json (task name, labels, pretrained source), tokenizer.json,
+checkpoints/step-N/ (the best), metrics.jsonl, metrics.json, predictions.jsonl (validation, best
+checkpoint), test_predictions.jsonl, curves.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from lmforge.cli.pretrained import load_pretrained
+from lmforge.config.finetune import FinetuneConfig
+from lmforge.config.loading import to_dict
+from lmforge.errors import LmforgeError
+from lmforge.models.lm import LanguageModel, build_model
+from lmforge.tasks.base import Task, task_class
+from lmforge.training.checkpoint import load_model_weights, save_checkpoint
+from lmforge.training.metrics import MetricsWriter
+from lmforge.training.optim import build_optimizer, clip_grad_norm
+from lmforge.training.plot import plot_run
+from lmforge.training.precision import autocast_context, check_precision_supported
+from lmforge.training.progress import TrainingProgress
+from lmforge.training.schedules import set_lr
+
+logger = logging.getLogger(__name__)
+
+TASK_FILE = "task.json"
+RESULTS_FILE = "metrics.json"
+
+
+def finetune(config: FinetuneConfig) -> dict[str, Any]:
+    """Fine-tune `config.pretrained` on the task and return the contents of metrics.json."""
+    run_dir = _claim_run_dir(Path(config.run.dir))
+    device = _device(config.run.device)
+    check_precision_supported(config.train.precision, device)
+    torch.manual_seed(config.run.seed)
+    backbone, tokenizer = load_backbone(config.pretrained, config.train.init, config.train.dropout)
+    task = task_class(config.task_name)(config.task, tokenizer, backbone.config)
+    train, validation, test = _read_splits(task, config)
+    task.fit_labels(train)
+    for examples, path in ((validation, config.data.validation), (test, config.data.test)):
+        task.check_labels(examples, path or config.data.train)
+    model = task.build_model(backbone).to(device)
+    features = task.features(train)
+    _write_run_files(run_dir, config, task, tokenizer)
+    loop = _Loop(config, task, model, features, validation, run_dir, device)
+    best = loop.run()
+    load_model_weights(best["checkpoint"], model)
+    results = {
+        "task": config.task_name,
+        "pretrained": config.pretrained,
+        "init": config.train.init,
+        "train_examples": len(train),
+        "validation_examples": len(validation),
+        "best_step": best["step"],
+        "validation": best["metrics"],
+        "train_seconds": round(loop.train_seconds, 1),
+    }
+    if test:
+        metrics, rows = task.evaluate(model.eval(), test, config.eval.batch_size)
+        results["test"] = metrics
+        _write_jsonl(run_dir / "test_predictions.jsonl", rows)
+    _write_json(run_dir / RESULTS_FILE, results)
+    plot_run(run_dir, metric=f"val_{task.metric}")
+    return results
+
+
+def load_backbone(
+    pretrained: str, init: str, dropout: float | None
+) -> tuple[LanguageModel, Any]:
+    """The pretrained model and tokenizer; with init="random" the same architecture freshly
+    initialised; `dropout` (if set) replaces the model's residual, attention and embedding
+    dropout."""
+    model, tokenizer, _ = load_pretrained(pretrained)
+    cfg = model.config
+    if dropout is not None:
+        cfg = dataclasses.replace(
+            cfg,
+            dropout=dropout,
+            attention=dataclasses.replace(cfg.attention, dropout=dropout),
+            embedding=dataclasses.replace(cfg.embedding, dropout=dropout),
+        )
+    if init == "random":
+        return build_model(cfg), tokenizer
+    if cfg is not model.config:
+        state = model.state_dict()
+        model = build_model(cfg)
+        model.load_state_dict(state)
+    return model.train(), tokenizer
+
+
+class _Loop:
+    """Steps, evaluations and best-checkpoint bookkeeping of one fine-tuning run."""
+
+    def __init__(
+        self,
+        config: FinetuneConfig,
+        task: Task,
+        model: nn.Module,
+        features: list,
+        validation: list,
+        run_dir: Path,
+        device: torch.device,
+    ) -> None:
+        self.config, self.task, self.model = config, task, model
+        self.features, self.validation = features, validation
+        self.run_dir, self.device = run_dir, device
+        train = config.train
+        self.steps_per_epoch = max(1, math.ceil(len(features) / train.batch_size))
+        self.max_steps = train.max_steps or math.ceil(train.epochs * self.steps_per_epoch)
+        self.eval_every = config.eval.every or self.steps_per_epoch
+        self.warmup = int(train.warmup_ratio * self.max_steps)
+        self.optimizer = build_optimizer(
+            model, lr=train.lr, weight_decay=train.weight_decay, betas=(train.beta1, train.beta2)
+        )
+        self.rng = random.Random(config.run.seed)
+        self.order: list[int] = []
+        self.best: dict[str, Any] = {"score": -math.inf, "step": 0, "metrics": {}}
+        self.stale_evaluations = 0
+        self.train_seconds = 0.0
+
+    def run(self) -> dict[str, Any]:
+        log = self.config.log
+        writer = MetricsWriter(self.run_dir, tensorboard=log.tensorboard, is_writer=True)
+        progress = TrainingProgress(self.max_steps, enabled=log.progress)
+        with writer, progress:
+            for step in range(1, self.max_steps + 1):
+                start = time.perf_counter()
+                loss, lr, grad_norm, examples = self.train_step(step)
+                self.train_seconds += time.perf_counter() - start
+                progress.update(step, loss, lr, examples / max(time.perf_counter() - start, 1e-9))
+                if step % log.every == 0 or step == self.max_steps:
+                    epoch = step / self.steps_per_epoch
+                    row = {"step": step, "epoch": round(epoch, 3), "loss": loss, "lr": lr}
+                    writer.log(row | {"grad_norm": grad_norm})
+                if step % self.eval_every == 0 or step == self.max_steps:
+                    if self.evaluate(step, writer, progress):
+                        progress.write(f"early stopping at step {step}")
+                        break
+        if "checkpoint" not in self.best:
+            raise LmforgeError("no evaluation ran; lower --eval.every")
+        return self.best
+
+    def train_step(self, step: int) -> tuple[float, float, float, int]:
+        """One optimizer step; returns (loss, lr, gradient norm, examples)."""
+        train = self.config.train
+        lr = train.lr * _linear_schedule(step - 1, self.warmup, self.max_steps)
+        set_lr(self.optimizer, lr)
+        self.model.train()
+        indices = self._next_indices(train.batch_size)
+        micro = train.micro_batch_size or train.batch_size
+        total = 0.0
+        for start in range(0, len(indices), micro):
+            chunk = indices[start : start + micro]
+            batch = _to_device(self.task.collate([self.features[i] for i in chunk]), self.device)
+            with autocast_context(train.precision, self.device.type):
+                loss = self.task.loss(self.model, batch) * (len(chunk) / len(indices))
+            loss.backward()
+            total += float(loss.detach())
+        grad_norm = clip_grad_norm(self.model.parameters(), train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, lr, grad_norm, len(indices)
+
+    def _next_indices(self, count: int) -> list[int]:
+        """The next `count` feature indices of a shuffled pass; a new permutation every epoch."""
+        out = []
+        while len(out) < count:
+            if not self.order:
+                self.order = list(range(len(self.features)))
+                self.rng.shuffle(self.order)
+            out.append(self.order.pop())
+        return out
+
+    def evaluate(self, step: int, writer: MetricsWriter, progress: TrainingProgress) -> bool:
+        """Evaluate; keep the checkpoint if it is the best so far. True: stop early."""
+        start = time.perf_counter()
+        with autocast_context(self.config.train.precision, self.device.type):
+            metrics, rows = self.task.evaluate(
+                self.model.eval(), self.validation, self.config.eval.batch_size
+            )
+        self.model.train()
+        writer.log({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
+        score = metrics[self.task.metric]
+        summary = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+        progress.write(f"step {step}: {summary} ({time.perf_counter() - start:.1f} s)")
+        if score > self.best["score"]:
+            checkpoint = save_checkpoint(
+                self.run_dir, step, self.model, None, {"metrics": metrics},
+                to_dict(self.task.model_config), keep_last=1,
+            )  # fmt: skip
+            self.best = {"score": score, "step": step, "metrics": metrics, "checkpoint": checkpoint}
+            _write_jsonl(self.run_dir / "predictions.jsonl", rows)
+            self.stale_evaluations = 0
+            return False
+        self.stale_evaluations += 1
+        return 0 < self.config.eval.patience <= self.stale_evaluations
+
+
+def _linear_schedule(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1, then linear decay to 0 at `total` (BERT's fine-tuning schedule)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _read_splits(task: Task, config: FinetuneConfig) -> tuple[list, list, list]:
+    data = config.data
+    train = task.read(data.train)
+    if data.validation:
+        validation = task.read(data.validation)
+    elif data.validation_split > 0:
+        train, validation = task.split_validation(train, data.validation_split)
+    else:
+        raise LmforgeError(
+            "no validation data: give --data.validation=FILE or --data.validation_split=0.1"
+        )
+    test = task.read(data.test) if data.test else []
+    if data.max_train_examples:
+        train = train[: data.max_train_examples]
+    if data.max_eval_examples:
+        validation, test = validation[: data.max_eval_examples], test[: data.max_eval_examples]
+    if not train or not validation:
+        raise LmforgeError("the training or validation split is empty")
+    return train, validation, test
+
+
+def _claim_run_dir(run_dir: Path) -> Path:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise LmforgeError(
+            f"{run_dir} already exists and is not empty; pass a new --run.dir or delete it"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _write_run_files(run_dir: Path, config: FinetuneConfig, task: Task, tokenizer: Any) -> None:
+    tree = to_dict(config)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+    task_info = {"task": task.name, "pretrained": config.pretrained, "metric": task.metric}
+    _write_json(run_dir / TASK_FILE, task_info | {"options": tree["task"], **task.state()})
+    tokenizer.save(run_dir)
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    tmp.replace(path)
