@@ -70,6 +70,10 @@ class Tokenizer:
         self, inner: HFTokenizer, roles: dict[str, str] | None = None, json_text: str | None = None
     ) -> None:
         self.inner = inner
+        # Some tokenizer.json files (sentence-transformers exports) pad or truncate every encoding
+        # to a fixed length; lmforge pads and truncates itself, per batch and per task.
+        inner.no_padding()
+        inner.no_truncation()
         # Keep the exact JSON text: re-serializing a loaded tokenizer can change float formatting,
         # and sha256 must identify the file on disk.
         self._json_text = json_text if json_text is not None else inner.to_str()

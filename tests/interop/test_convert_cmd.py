@@ -187,3 +187,26 @@ def test_t5_export_generates_in_transformers_as_in_lmforge(tmp_path):
         output = exported.generate(**inputs, max_new_tokens=6, do_sample=False, num_beams=1)
     decoded = hf_tokenizer.decode(output[0], skip_special_tokens=True)
     assert decoded.split() == expected.split()
+
+
+def test_bare_bert_body_converts_with_a_fresh_head(tmp_path):
+    """A BertModel checkpoint without its MLM head (sentence-transformers style, whose
+    tokenizer.json pads every input to a fixed length) converts: the body reproduces the
+    reference hidden states, the head starts fresh, and encoding is not padded."""
+    from transformers import BertModel
+
+    hf_model = BertModel(_random_hf_model("bert", 4, "").config).eval()
+    hf_model.save_pretrained(tmp_path / "hf")
+    tokenizer = _word_tokenizer()
+    tokenizer.backend_tokenizer.enable_padding(length=16, pad_id=0, pad_token="<|endoftext|>")
+    tokenizer.save_pretrained(str(tmp_path / "hf"))
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "run")]) == 0
+    model, ours, _ = load_pretrained(tmp_path / "run")
+    batch, keep = _batch("bert")
+    with torch.no_grad():
+        expected = hf_model(**batch).last_hidden_state
+        got = model.encode(batch["input_ids"], attention_mask=batch["attention_mask"])
+    keep = keep.bool()
+    torch.testing.assert_close(got[keep], expected[keep], atol=1e-5, rtol=1e-4)
+    assert torch.equal(model.lm_head.transform.norm.weight, torch.ones(model.config.d_model))
+    assert ours.encode("w5 w6") == [5, 6]

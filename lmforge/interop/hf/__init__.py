@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from lmforge.interop.hf.convert import (
     ours_to_hf_state_dict,
 )
 from lmforge.models.config import ModelConfig
+
+logger = logging.getLogger(__name__)
 
 FAMILIES: dict[str, str] = {
     "gpt2": "lmforge.interop.hf.gpt2",
@@ -106,7 +109,15 @@ def load_hf_model_dir(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
     prefix, head = family.BASE_PREFIX, getattr(family, "HEAD_PREFIXES", ("lm_head.",))
     if not any(key.startswith(prefix) for key in hf_sd):
         hf_sd = {k if k.startswith(head) else prefix + k: v for k, v in hf_sd.items()}
-    return cfg, hf_state_dict_to_ours(family, hf_sd, cfg)
+    # A bare body (BertModel, e.g. a sentence-transformers encoder) has no pretraining head: ours
+    # starts fresh. Fine-tuning never reads it; fill-mask output would be noise.
+    fresh = head if not any(key.startswith(head) for key in hf_sd) else ()
+    if fresh:
+        logger.warning(
+            "%s holds a bare %s body without its pretraining head (%s*): the head is initialised "
+            "fresh; fine-tuning does not use it", path, model_type, "/".join(head)
+        )
+    return cfg, hf_state_dict_to_ours(family, hf_sd, cfg, fresh_prefixes=fresh)
 
 
 def build_hf_model(cfg: ModelConfig, state_dict: dict[str, torch.Tensor] | None = None):

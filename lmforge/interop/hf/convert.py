@@ -155,13 +155,20 @@ def _raise_problems(direction: str, problems: dict[str, list[str]]) -> None:
 
 
 def hf_state_dict_to_ours(
-    family: ModuleType, hf_sd: Mapping[str, torch.Tensor], our_cfg: ModelConfig
+    family: ModuleType,
+    hf_sd: Mapping[str, torch.Tensor],
+    our_cfg: ModelConfig,
+    *,
+    fresh_prefixes: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
     """Map an HF state dict of `family` onto our parameter names and layouts.
 
+    HF keys starting with one of `fresh_prefixes` may be absent (a bare body checkpoint has no
+    pretraining head): our weights they map to are initialised as `init_weights` makes them.
     Raises `LmforgeError` listing every missing, mis-shaped and unmapped key.
     """
     problems: dict[str, list[str]] = {"missing": [], "mis-shaped": [], "unmapped": []}
+    fresh: list[str] = []
     fallbacks = getattr(family, "FALLBACKS", {})
     hf_sd = {**{k: hf_sd[v] for k, v in fallbacks.items() if v in hf_sd}, **hf_sd}
     used: set[str] = set(fallbacks)
@@ -175,6 +182,9 @@ def hf_state_dict_to_ours(
         absent = [k for k in hf_keys if k not in hf_sd]
         if absent and set(absent) <= set(extra_keys(family)):
             ours[our_key] = _fresh(shape, our_cfg)
+            continue
+        if absent and fresh_prefixes and all(k.startswith(fresh_prefixes) for k in absent):
+            fresh.append(our_key)
             continue
         if absent:
             problems["missing"].extend(absent)
@@ -210,6 +220,9 @@ def hf_state_dict_to_ours(
     leftovers = [k for k in hf_sd if k not in used | skip and not _is_ignored(family, k)]
     problems["unmapped"].extend(leftovers)
     _raise_problems(f"from HF {family.MODEL_TYPE}", problems)
+    if fresh:
+        initialised = build_model(our_cfg).state_dict()
+        ours.update({key: initialised[key] for key in fresh})
     return ours
 
 
