@@ -152,8 +152,10 @@ class QAOptions:
 
     def __post_init__(self) -> None:
         _require(
-            0 <= self.stride < self.max_length - self.max_question_length - 3,
-            "task.stride must leave room: stride < max_length - max_question_length - 3",
+            # 4 special tokens at most (RoBERTa's <s> question </s></s> context </s>), so every
+            # window moves on by at least one context token.
+            0 <= self.stride < self.max_length - self.max_question_length - 4,
+            "task.stride must leave room: stride < max_length - max_question_length - 4",
         )
         _require(self.max_answer_length >= 1, "task.max_answer_length must be >= 1")
         _require(self.n_best >= 1, "task.n_best must be >= 1")
