@@ -132,9 +132,12 @@ class ClassifyOptions:
 class TagOptions:
     max_length: int = 128
     """Tokens per sentence including special tokens; words beyond it get no prediction (O)."""
-    scheme: Literal["auto", "iob1", "bio2"] = "auto"
-    """Tag scheme of the files: auto detects IOB1 (CoNLL-2003's original) or BIO2. Labels are
-    trained and predicted in BIO2; predictions are written in the input scheme."""
+    scheme: Literal["auto", "iob1", "bio2", "iobes"] = "auto"
+    """Tag scheme of the files: auto detects IOB1 (CoNLL-2003's original), BIO2 or IOBES per file.
+    Labels are trained and predicted in BIO2; predictions are written in the input scheme."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_length >= 4, "task.max_length must be >= 4")
 
 
 @dataclass(frozen=True, kw_only=True)
