@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from lmforge.errors import LmforgeError
 
@@ -94,26 +93,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def decoder_start_id(tokenizer, checkpoint: Path) -> int:  # noqa: ANN001
-    """The token a seq2seq decoder starts from: T5 starts from <pad>, BART from </s>.
-
-    Read from the objective the run was pretrained with; for converted checkpoints (no objective)
-    a tokenizer with a bos token is taken to be BART-style.
-    """
-    config_file = checkpoint.parent.parent / "config.yaml"
-    kind = None
-    if config_file.is_file():
-        kind = (yaml.safe_load(config_file.read_text()).get("objective") or {}).get("kind")
-    bart_style = kind == "bart_denoising" or (kind is None and tokenizer.bos_id is not None)
-    start = tokenizer.eos_id if bart_style else tokenizer.pad_id
-    if start is None:
-        raise LmforgeError("the tokenizer has no pad/eos token to start the decoder from")
-    return start
-
-
 def run_seq2seq(args, model, tokenizer, checkpoint: Path, sampling) -> int:  # noqa: ANN001
     """Encode the prompt as the input text and print the decoded output text."""
-    from lmforge.generation.search import BeamConfig, beam_search_seq2seq, generate_seq2seq
+    from lmforge.generation.search import (
+        BeamConfig,
+        beam_search_seq2seq,
+        decoder_start_id,
+        generate_seq2seq,
+    )
 
     if not args.prompt:
         raise LmforgeError("give the input text with --prompt")
