@@ -206,6 +206,10 @@ class CausalOptions:
     max_new_tokens: int = 64
     """Tokens generated per prompt when evaluating and predicting."""
 
+    def __post_init__(self) -> None:
+        _require(self.max_length >= 8, "task.max_length must be >= 8")
+        _require(self.max_new_tokens >= 1, "task.max_new_tokens must be >= 1")
+
 
 TASK_OPTIONS: dict[str, type] = {
     "classify": ClassifyOptions,
