@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "quickstart_cmd",
     "convert_cmd",
     "finetune_cmd",
+    "evaluate_cmd",
 )
 
 
