@@ -61,6 +61,13 @@ def _add_zero_shot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the demonstrations")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
+    parser.add_argument(
+        "--init",
+        choices=["pretrained", "random"],
+        default="pretrained",
+        help="random: the same architecture freshly initialised (seeded by --seed), the baseline "
+        "that shows what pretraining brings",
+    )
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -72,6 +79,7 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     import torch
 
     from lmforge.cli.pretrained import load_pretrained
+    from lmforge.models.lm import build_model
     from lmforge.tasks import zero_shot
 
     _check_arguments(args)
@@ -94,6 +102,9 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, _ = load_pretrained(args.pretrained, device=device)
+    if args.init == "random":
+        torch.manual_seed(args.seed)
+        model = build_model(model.config, device=device).eval()
     if model.config.family != "decoder":
         family = model.config.family.replace("_", "-")
         raise LmforgeError(
@@ -112,7 +123,8 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     _print_metrics(metrics, args, len(examples), seconds)
     if args.output:
         settings = {
-            "pretrained": str(args.pretrained), "data": str(args.data), "train": args.train,
+            "pretrained": str(args.pretrained), "init": args.init, "data": str(args.data),
+            "train": args.train,
             "shots": args.shots, "seed": args.seed, "label_words": words, "template": template,
             "normalize": args.normalize, "num_examples": len(examples),
             "demonstrations": [verbalizer.demonstration(d) for d in demonstrations],

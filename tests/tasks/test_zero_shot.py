@@ -184,3 +184,18 @@ def test_encoder_model_is_refused(tiny_pretrained, tmp_path, capsys) -> None:
     code = main(["evaluate", "zero-shot", str(tiny_pretrained("bert-tiny")), "--data", str(dev)])
     assert code == 2
     assert "zero-shot scoring needs a decoder" in capsys.readouterr().err
+
+
+def test_random_init_scores_a_fresh_model(tiny_pretrained, tmp_path) -> None:
+    """--init random: the same architecture freshly initialised, so its scores differ from the
+    checkpoint's while the prompts stay the same."""
+    dev = _sst(tmp_path, "dev.txt", "stsa.binary.dev", 8)
+    scores = {}
+    for init in ("pretrained", "random"):
+        out = tmp_path / init
+        args = ["--data", str(dev), "--init", init, "--seed", "3", "--output", str(out)]
+        assert main(["evaluate", "zero-shot", str(tiny_pretrained("gpt2-tiny")), *args]) == 0
+        assert json.loads((out / "metrics.json").read_text())["init"] == init
+        rows = (out / "predictions.jsonl").read_text().splitlines()
+        scores[init] = [json.loads(row)["scores"] for row in rows]
+    assert scores["pretrained"] != scores["random"]
