@@ -47,10 +47,12 @@ def read_pairs(
     squad: bool = False,
 ) -> list[Seq2SeqExample]:
     """The examples of a file (or parallel-file prefix) in file order; see the module docstring.
-    Without `require_targets` (`lmforge predict`) targets may be absent, and files of an unknown
-    suffix are read as one source per line."""
+    Without `require_targets` (`lmforge predict`) targets may be absent, files of an unknown
+    suffix are read as one source per line, and a path that is a file is read as such even with
+    `source_lang` set."""
     path = Path(path)
-    if source_lang:
+    # A run trained on parallel files still predicts for any single file of sources.
+    if source_lang and (require_targets or not path.is_file()):
         return _read_parallel(path, source_lang, target_lang, require_targets)
     if not path.is_file():
         raise LmforgeError(f"{path} not found")

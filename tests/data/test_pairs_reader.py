@@ -53,6 +53,10 @@ def test_predict_reads_parallel_sources_without_targets(tmp_path: Path) -> None:
     assert examples == [Seq2SeqExample("a", []), Seq2SeqExample("b", [])]
     with pytest.raises(LmforgeError, match=r"x\.de not found"):
         read_pairs(tmp_path / "x", source_lang="en", target_lang="de")
+    (tmp_path / "new.txt").write_text("c\n")  # a plain file of sources, not a prefix
+    examples = read_pairs(tmp_path / "new.txt", source_lang="en", target_lang="de",
+                          require_targets=False)  # fmt: skip
+    assert examples == [Seq2SeqExample("c", [])]
 
 
 def test_reads_a_slice_of_scitldr(tmp_path: Path) -> None:

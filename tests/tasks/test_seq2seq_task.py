@@ -1,17 +1,22 @@
-"""Sequence-to-sequence fine-tuning: framing per family, collation, metrics per kind, and tiny
-T5 and BART models that overfit a few pairs until beam search reproduces them."""
+"""Sequence-to-sequence fine-tuning: framing per family, collation, metrics per kind, tiny T5 and
+BART models that overfit a few pairs until beam search reproduces them, and `lmforge finetune
+seq2seq` + `lmforge predict` on a slice of Multi30k."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from lmforge.cli.main import main
 from lmforge.cli.pretrained import load_pretrained
 from lmforge.config.finetune import Seq2SeqOptions
 from lmforge.data.pairs import Seq2SeqExample
 from lmforge.tasks.seq2seq import Seq2SeqTask
+from tests.conftest import shared_file
 
 PAIRS = [
     ("one two three", "three two one"),
@@ -24,6 +29,7 @@ PAIRS = [
     ("list of items", "items of list"),
 ]
 EXAMPLES = [Seq2SeqExample(source, [target]) for source, target in PAIRS]
+FAST = ["--log.progress=false", "--log.tensorboard=false"]
 
 
 @pytest.fixture(autouse=True)
@@ -157,3 +163,34 @@ def test_overfit_pairs_are_reproduced_by_beam_search(tiny_pretrained, preset) ->
     assert task.predict(model, inputs, batch_size=2) == [
         {"source": s, "prediction": t} for s, t in PAIRS[:2]
     ]
+
+
+def _multi30k_slice(tmp_path: Path, split: str, count: int) -> Path:
+    for lang in ("en", "de"):
+        lines = shared_file(f"multi30k/train.{lang}").read_text(encoding="utf-8").split("\n")
+        start = 0 if split == "train" else 1000
+        (tmp_path / f"{split}.{lang}").write_text("\n".join(lines[start : start + count]) + "\n")
+    return tmp_path / split
+
+
+def test_finetune_seq2seq_and_predict_end_to_end(tiny_pretrained, tmp_path: Path) -> None:  # noqa: ANN001
+    train, dev = _multi30k_slice(tmp_path, "train", 32), _multi30k_slice(tmp_path, "dev", 8)
+    run = tmp_path / "run"
+    code = main(["finetune", "seq2seq", str(tiny_pretrained("t5-tiny")), f"--run.dir={run}",
+                 f"--data.train={train}", f"--data.validation={dev}", "--train.epochs=1",
+                 "--task.source_lang=en", "--task.target_lang=de", "--task.num_beams=2",
+                 "--task.max_source_length=32", "--task.max_target_length=8",
+                 "--train.batch_size=8", *FAST])  # fmt: skip
+    assert code == 0
+    results = json.loads((run / "metrics.json").read_text())
+    assert set(results["validation"]) == {"bleu", "loss"}
+    assert 0 <= results["validation"]["bleu"] <= 100
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and set(rows[0]) == {"source", "prediction", "references"}
+    inputs = tmp_path / "new.txt"
+    inputs.write_text("A man rides a bike.\nTwo dogs play.\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(run), "--input", str(inputs), "--output", str(out)]) == 0
+    predicted = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [set(row) for row in predicted] == [{"source", "prediction"}] * 2
+    assert predicted[1]["source"] == "Two dogs play."
