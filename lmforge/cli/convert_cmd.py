@@ -111,12 +111,12 @@ def to_hf(path: Path, out: Path) -> None:
     """Write the lmforge run or checkpoint `path` as a transformers folder `out`."""
     import json
 
-    from lmforge.cli.pretrained import find_tokenizer
     from lmforge.config.loading import model_config_from_dict
     from lmforge.errors import LmforgeError
     from lmforge.interop.hf import save_hf_model_dir
     from lmforge.models.lm import build_model
     from lmforge.training.checkpoint import load_model_weights, resolve_checkpoint
+    from lmforge.training.pretrained import find_tokenizer
 
     checkpoint = resolve_checkpoint(path)
     config_file = checkpoint / "model_config.json"

@@ -78,9 +78,9 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 def run_zero_shot(args: argparse.Namespace) -> int:
     import torch
 
-    from lmforge.cli.pretrained import load_pretrained
     from lmforge.models.lm import build_model
     from lmforge.tasks import zero_shot
+    from lmforge.training.pretrained import load_pretrained
 
     _check_arguments(args)
     fields = [field.strip() for field in args.text_fields.split(",") if field.strip()]

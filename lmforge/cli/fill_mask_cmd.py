@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.cli.pretrained import load_pretrained
     from lmforge.models.lm import EncoderModel
+    from lmforge.training.pretrained import load_pretrained
 
     if args.top_k < 1:
         raise LmforgeError("--top-k must be at least 1")

@@ -38,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.cli.pretrained import load_pretrained
     from lmforge.generation.search import SamplingConfig, generate, left_pad
     from lmforge.models.lm import DecoderModel, EncoderDecoderModel
+    from lmforge.training.pretrained import load_pretrained
 
     sampling = SamplingConfig(
         max_new_tokens=args.max_new_tokens,

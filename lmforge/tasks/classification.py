@@ -25,7 +25,7 @@ from lmforge.data.labelled import ClassificationExample, read_classification
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.evaluation.classification import accuracy, macro_f1
-from lmforge.generation.search import SamplingConfig, generate_seq2seq
+from lmforge.generation.search import SamplingConfig, decoder_start_id, generate_seq2seq
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX, TaskHead
 from lmforge.models.lm import LanguageModel
@@ -173,7 +173,7 @@ class ClassificationTask(Task):
         if self.is_generative and features and features[0].target_ids:
             targets = pad_batch([f.target_ids for f in features], IGNORE_INDEX)
             batch["target_ids"] = targets
-            batch["decoder_input_ids"] = shift_right(targets, self._start_id(), pad)
+            batch["decoder_input_ids"] = shift_right(targets, decoder_start_id(self.tokenizer), pad)
         return batch
 
     # --- model --------------------------------------------------------------------------------
@@ -237,19 +237,12 @@ class ClassificationTask(Task):
             batch["input_ids"],
             attention_mask=batch["attention_mask"],
             sampling=SamplingConfig(max_new_tokens=longest, temperature=0.0),
-            decoder_start_id=self._start_id(),
+            decoder_start_id=decoder_start_id(self.tokenizer),
             eos_id=self.tokenizer.eos_id,
         )
         by_word = {self.words.get(label, label): label for label in self.labels}
         texts = [self.tokenizer.decode(row[1:], skip_special_tokens=True).strip() for row in out]
         return [by_word.get(text, text) for text in texts]
-
-    def _start_id(self) -> int:
-        # T5 starts decoding from <pad>, BART (byte-level BPE with a bos token) from </s>.
-        tok = self.tokenizer
-        start = tok.eos_id if tok.bos_id is not None else tok.pad_id
-        assert start is not None
-        return start
 
 
 def _cls_sep(tok: Tokenizer) -> tuple[int, int]:

@@ -27,7 +27,6 @@ import torch
 import yaml
 from torch import nn
 
-from lmforge.cli.pretrained import load_pretrained
 from lmforge.config.finetune import FinetuneConfig
 from lmforge.config.loading import to_dict
 from lmforge.errors import LmforgeError
@@ -38,6 +37,7 @@ from lmforge.training.metrics import MetricsWriter
 from lmforge.training.optim import build_optimizer, clip_grad_norm
 from lmforge.training.plot import plot_run
 from lmforge.training.precision import autocast_context, check_precision_supported
+from lmforge.training.pretrained import load_pretrained
 from lmforge.training.progress import TrainingProgress
 from lmforge.training.schedules import set_lr
 

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.cli.main import main
-from lmforge.cli.pretrained import load_pretrained
 from lmforge.config.finetune import CausalOptions
 from lmforge.data.prompts import PromptExample, read_prompts
 from lmforge.errors import LmforgeError
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.tasks.causal import CausalTask
+from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 PAIRS = [

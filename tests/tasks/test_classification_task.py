@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from lmforge.cli.main import main
-from lmforge.cli.pretrained import load_pretrained
 from lmforge.config.finetune import ClassifyOptions
 from lmforge.data.labelled import ClassificationExample, read_classification
 from lmforge.errors import LmforgeError
 from lmforge.evaluation.classification import accuracy, macro_f1
 from lmforge.tasks.classification import ClassificationTask
+from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 FAST = ["--log.progress=false", "--log.tensorboard=false", "--train.batch_size=8"]

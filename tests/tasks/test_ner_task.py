@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from lmforge.cli.main import main
-from lmforge.cli.pretrained import load_pretrained
 from lmforge.config.finetune import TagOptions
 from lmforge.errors import LmforgeError
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.tasks.base import task_class
 from lmforge.tasks.ner import TaggingExample, TaggingTask
+from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 SENTENCES = [

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from lmforge.cli.main import main
-from lmforge.cli.pretrained import load_pretrained
 from lmforge.data.labelled import ClassificationExample
 from lmforge.errors import LmforgeError
 from lmforge.tasks.zero_shot import (
@@ -23,6 +22,7 @@ from lmforge.tasks.zero_shot import (
     parse_label_words,
     score_labels,
 )
+from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 SENTIMENT = Verbalizer("Review: {text}\nSentiment:", ("text",), {"0": "negative", "1": "positive"})
