@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,6 +76,7 @@ class ClassificationTask(Task):
         self.words = _parse_label_words(options.label_words)
         self.is_generative = model_config.family == "encoder_decoder"
         self.max_length = min(options.max_length, model_config.max_seq_len or options.max_length)
+        self.decoder_start_id = decoder_start_id(tokenizer) if self.is_generative else None
         for role in ("eos",) if self.is_generative else ():
             if getattr(tokenizer, f"{role}_id") is None:
                 raise LmforgeError(f"the tokenizer has no {role} token, which {self.name} needs")
@@ -109,11 +111,16 @@ class ClassificationTask(Task):
                     f"(labels there: {', '.join(self.labels)})"
                 )
 
+    def read_checkpoint(self, checkpoint: Path) -> None:
+        if self.is_generative:
+            self.decoder_start_id = decoder_start_id(self.tokenizer, checkpoint)
+
     def state(self) -> dict[str, Any]:
-        return {"labels": self.labels}
+        return {"labels": self.labels, "decoder_start_id": self.decoder_start_id}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.labels = list(state["labels"])
+        self.decoder_start_id = state.get("decoder_start_id", self.decoder_start_id)
 
     def features(self, examples: list[ClassificationExample]) -> list[ClassificationFeature]:
         index = {label: i for i, label in enumerate(self.labels)}
@@ -173,7 +180,7 @@ class ClassificationTask(Task):
         if self.is_generative and features and features[0].target_ids:
             targets = pad_batch([f.target_ids for f in features], IGNORE_INDEX)
             batch["target_ids"] = targets
-            batch["decoder_input_ids"] = shift_right(targets, decoder_start_id(self.tokenizer), pad)
+            batch["decoder_input_ids"] = shift_right(targets, self.decoder_start_id, pad)
         return batch
 
     # --- model --------------------------------------------------------------------------------
@@ -237,7 +244,7 @@ class ClassificationTask(Task):
             batch["input_ids"],
             attention_mask=batch["attention_mask"],
             sampling=SamplingConfig(max_new_tokens=longest, temperature=0.0),
-            decoder_start_id=decoder_start_id(self.tokenizer),
+            decoder_start_id=self.decoder_start_id,
             eos_id=self.tokenizer.eos_id,
         )
         by_word = {self.words.get(label, label): label for label in self.labels}

@@ -53,8 +53,11 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     device = _device(config.run.device)
     check_precision_supported(config.train.precision, device)
     torch.manual_seed(config.run.seed)
-    backbone, tokenizer = load_backbone(config.pretrained, config.train.init, config.train.dropout)
+    backbone, tokenizer, checkpoint = load_backbone(
+        config.pretrained, config.train.init, config.train.dropout
+    )
     task = task_class(config.task_name)(config.task, tokenizer, backbone.config)
+    task.read_checkpoint(checkpoint)
     train, validation, test = _read_splits(task, config)
     task.fit_labels(train)
     for examples, path in ((validation, config.data.validation), (test, config.data.test)):
@@ -86,11 +89,11 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
 
 def load_backbone(
     pretrained: str, init: str, dropout: float | None
-) -> tuple[LanguageModel, Any]:
-    """The pretrained model and tokenizer; with init="random" the same architecture freshly
-    initialised; `dropout` (if set) replaces the model's residual, attention and embedding
-    dropout."""
-    model, tokenizer, _ = load_pretrained(pretrained)
+) -> tuple[LanguageModel, Any, Path]:
+    """The pretrained model, its tokenizer and checkpoint directory; with init="random" the same
+    architecture freshly initialised; `dropout` (if set) replaces the model's residual, attention
+    and embedding dropout."""
+    model, tokenizer, checkpoint = load_pretrained(pretrained)
     cfg = model.config
     if dropout is not None:
         cfg = dataclasses.replace(
@@ -100,12 +103,12 @@ def load_backbone(
             embedding=dataclasses.replace(cfg.embedding, dropout=dropout),
         )
     if init == "random":
-        return build_model(cfg), tokenizer
+        return build_model(cfg), tokenizer, checkpoint
     if cfg is not model.config:
         state = model.state_dict()
         model = build_model(cfg)
         model.load_state_dict(state)
-    return model.train(), tokenizer
+    return model.train(), tokenizer, checkpoint
 
 
 class _Loop:

@@ -210,3 +210,39 @@ def test_bare_bert_body_converts_with_a_fresh_head(tmp_path):
     torch.testing.assert_close(got[keep], expected[keep], atol=1e-5, rtol=1e-4)
     assert torch.equal(model.lm_head.transform.norm.weight, torch.ones(model.config.d_model))
     assert ours.encode("w5 w6") == [5, 6]
+
+
+def test_converted_transformers_model_fine_tunes_and_predicts(tmp_path):
+    """A converted transformers BERT goes through `lmforge finetune classify` and `predict` like
+    a pretraining run of our own."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {token: i for i, token in enumerate(specials)}
+    vocab |= {f"w{i}": i for i in range(len(specials), VOCAB)}
+    inner = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    inner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=inner, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]",
+    )  # fmt: skip
+    hf_model = _random_hf_model("bert", 4, "")
+    hf_model.save_pretrained(tmp_path / "hf")
+    tokenizer.save_pretrained(str(tmp_path / "hf"))
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "bert")]) == 0
+    # Label 1 when the sentence holds w7: learnable from the tokens alone.
+    lines = [f"{int(i % 2 == 1)} w{5 + i % 3} w{7 if i % 2 else 8} w9" for i in range(24)]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    code = main(["finetune", "classify", str(tmp_path / "bert"), f"--run.dir={run}",
+                 f"--data.train={tmp_path / 'train.txt'}", "--data.validation_split=0.25",
+                 "--train.epochs=2", "--train.batch_size=6", "--log.progress=false",
+                 "--log.tensorboard=false"])  # fmt: skip
+    assert code == 0
+    assert json.loads((run / "metrics.json").read_text())["validation_examples"] == 6
+    new = tmp_path / "new.txt"
+    new.write_text("w5 w7 w9\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(run), "--input", str(new), "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["prediction"] in {"0", "1"}
