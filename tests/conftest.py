@@ -34,6 +34,11 @@ def shared_file(relative: str) -> Path:
     return path
 
 
+# Test models are tiny (width 32): one thread runs them as fast as two on an idle machine, and on a
+# busy one a second thread that waits for the first makes every step many times slower.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)

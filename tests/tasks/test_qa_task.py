@@ -4,7 +4,7 @@ decoding, and a tiny model that learns eight SQuAD questions."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,15 +28,6 @@ SMALL = {"max_length": 64, "max_question_length": 24, "stride": 16}
 @pytest.fixture(scope="module")
 def dev() -> list[QAExample]:
     return read_squad(shared_file(DEV))
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    # Width-32 matrices: on a busy 2-core machine, syncing two threads costs far more than it saves.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _task(
@@ -168,7 +159,7 @@ def test_decoding_takes_the_best_span_of_all_windows(
 
 
 def test_tiny_model_learns_eight_questions(
-    tiny_pretrained: Pretrained, dev: list[QAExample], one_thread: None
+    tiny_pretrained: Pretrained, dev: list[QAExample]
 ) -> None:
     task, backbone = _task(tiny_pretrained, "bert-tiny", **SMALL)
     by_context = {e.context: e for e in sorted(dev, key=lambda e: len(e.context), reverse=True)}
@@ -224,9 +215,7 @@ def _squad_slice(path: Path, articles: int, questions: int) -> Path:
     return path
 
 
-def test_finetune_qa_and_predict_end_to_end(
-    tiny_pretrained: Pretrained, tmp_path: Path, one_thread: None
-) -> None:
+def test_finetune_qa_and_predict_end_to_end(tiny_pretrained: Pretrained, tmp_path: Path) -> None:
     train = _squad_slice(tmp_path / "squad.json", articles=6, questions=5)
     run = tmp_path / "run"
     code = main(["finetune", "qa", str(tiny_pretrained("bert-tiny")), f"--run.dir={run}",

@@ -32,16 +32,6 @@ EXAMPLES = [Seq2SeqExample(source, [target]) for source, target in PAIRS]
 FAST = ["--log.progress=false", "--log.tensorboard=false"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    """Models this small run fastest on one thread; on a busy machine a second one makes every
-    step many times slower (its threads wait for each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _task(tiny_pretrained, preset: str, **options) -> tuple[Seq2SeqTask, torch.nn.Module]:  # noqa: ANN001
     model, tokenizer, _ = load_pretrained(tiny_pretrained(preset))
     task = Seq2SeqTask(Seq2SeqOptions(**options), tokenizer, model.config)
