@@ -14,14 +14,12 @@ are trained on) and IOBES (B- I- E- for multi-token entities, S- for single toke
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.data.records import read_text  # also imported from here by lmforge.tasks.ner
 from lmforge.errors import LmforgeError
-
-logger = logging.getLogger(__name__)
 
 SCHEMES: tuple[str, ...] = ("iob1", "bio2", "iobes")
 DOCSTART = "-DOCSTART-"
@@ -33,20 +31,6 @@ class TaggedSentence:
     words: list[str]
     tags: list[str]
     """One tag per word, as written in the file; empty for files without a tag column."""
-
-
-def read_text(path: str | Path) -> str:
-    """A text file decoded as UTF-8 (a byte-order mark dropped), else as Latin-1 with a warning:
-    some classic datasets are Latin-1 and every byte sequence is valid Latin-1."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise LmforgeError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        logger.warning("%s is not valid UTF-8; reading it as Latin-1", path)
-        return data.decode("latin-1")
 
 
 def read_conll(path: str | Path, *, require_tags: bool = True) -> list[TaggedSentence]:
@@ -146,22 +130,22 @@ def detect_scheme(sentences: list[TaggedSentence]) -> str:
 
 def iob1_to_bio2(tags: list[str]) -> list[str]:
     """I-X that starts an entity (after O, another type or at the start) becomes B-X."""
-    out = []
-    for i, tag in enumerate(tags):
-        prefix, kind = _split(tag)
-        if prefix == "I" and (i == 0 or _split(tags[i - 1])[1] != kind):
-            tag = f"B-{kind}"
-        out.append(tag)
-    return out
+    return _retag_entity_starts(tags, "I", "B")
 
 
 def bio2_to_iob1(tags: list[str]) -> list[str]:
     """B-X stays B-X only right after a token of type X (two adjacent entities); else I-X."""
+    return _retag_entity_starts(tags, "B", "I")
+
+
+def _retag_entity_starts(tags: list[str], old: str, new: str) -> list[str]:
+    """`old`-X becomes `new`-X where it starts an entity (at the start, after O or after another
+    type): IOB1 and BIO2 differ only in the prefix written there."""
     out = []
     for i, tag in enumerate(tags):
         prefix, kind = _split(tag)
-        if prefix == "B" and (i == 0 or _split(tags[i - 1])[1] != kind):
-            tag = f"I-{kind}"
+        if prefix == old and (i == 0 or _split(tags[i - 1])[1] != kind):
+            tag = f"{new}-{kind}"
         out.append(tag)
     return out
 

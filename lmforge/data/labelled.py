@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.data.records import jsonl_records, read_text
 from lmforge.errors import LmforgeError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,20 +23,6 @@ class ClassificationExample:
     """One text, or two for a sentence pair."""
     label: str | None
     """None for unlabelled inputs (prediction)."""
-
-
-def read_text(path: str | Path) -> str:
-    """The text of a file: UTF-8, or Latin-1 when the bytes are not valid UTF-8 (with a warning)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise LmforgeError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        logger.warning("%s is not valid UTF-8; reading it as Latin-1", path)
-        return data.decode("latin-1")
 
 
 def read_classification(
@@ -56,12 +39,10 @@ def read_classification(
     if suffix in (".csv", ".tsv"):
         rows = _table_rows(text, "\t" if suffix == ".tsv" else ",", path)
     elif suffix in (".jsonl", ".json"):
-        rows = _jsonl_rows(text, path)
+        rows = list(jsonl_records(text, path))
     else:
         rows = _plain_rows(text, labelled, label_field)
-    examples = [
-        _example(row, line, path, text_fields, label_field, labelled) for line, row in rows
-    ]
+    examples = [_example(row, line, path, text_fields, label_field, labelled) for line, row in rows]
     if not examples:
         raise LmforgeError(f"{path} holds no examples")
     return examples
@@ -74,21 +55,6 @@ def _table_rows(text: str, delimiter: str, path: Path) -> list[tuple[int, dict]]
     if not reader.fieldnames:
         raise LmforgeError(f"{path} is empty; expected a header row naming the columns")
     return [(reader.line_num, row) for row in reader]
-
-
-def _jsonl_rows(text: str, path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LmforgeError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise LmforgeError(f"{path}:{line_number}: expected a JSON object per line")
-        rows.append((line_number, row))
-    return rows
 
 
 def _plain_rows(text: str, labelled: bool, label_field: str) -> list[tuple[int, dict]]:

@@ -19,10 +19,10 @@ Formats, chosen by the path:
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.data.records import jsonl_records, read_text, text_lines
 from lmforge.errors import LmforgeError
 
 
@@ -86,23 +86,9 @@ def read_squad_pairs(path: Path) -> list[Seq2SeqExample]:
     ]
 
 
-def _read_text(path: Path) -> str:
-    """File text; UTF-8, else Latin-1 (which decodes any bytes: some research files use it)."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
 def _read_lines(path: Path) -> list[str]:
-    """Lines without their endings. Split on newlines only: str.splitlines would also split on
-    U+2028 and friends inside a sentence and break the alignment of parallel files."""
-    text = _read_text(path)
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    """Lines of a file split on newlines only, so that parallel files stay aligned."""
+    return text_lines(read_text(path))
 
 
 def _read_parallel(
@@ -149,16 +135,8 @@ def _read_jsonl(
 ) -> list[Seq2SeqExample]:
     target_fields = [f.strip() for f in target_field.split(",") if f.strip()]
     examples = []
-    for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
+    for number, record in jsonl_records(read_text(path), path):
         where = f"{path} line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LmforgeError(f"{where} is not valid JSON: {error.msg}") from None
-        if not isinstance(record, dict):
-            raise LmforgeError(f"{where}: expected a JSON object per line")
         wanted = [source_field, *target_fields] if require_targets else [source_field]
         missing = [f for f in wanted if f not in record]
         if missing:

@@ -14,11 +14,10 @@ field, a tsv line without a tab.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmforge.data.labelled import read_text
+from lmforge.data.records import jsonl_records, read_text
 from lmforge.errors import LmforgeError
 
 
@@ -39,18 +38,17 @@ def read_prompts(
 ) -> list[PromptExample]:
     """The examples of a .jsonl or .tsv file, in file order; blank lines are skipped."""
     path = Path(path)
-    lines = read_text(path).splitlines()
+    text = read_text(path)
     if path.suffix.lower() in (".jsonl", ".json"):
         fields = (prompt_field, response_field)
         examples = [
-            _json_example(line, number, path, fields, require_response)
-            for number, line in enumerate(lines, start=1)
-            if line.strip()
+            _json_example(row, number, path, fields, require_response)
+            for number, row in jsonl_records(text, path)
         ]
     else:
         examples = [
             _tsv_example(line, number, path, require_response)
-            for number, line in enumerate(lines, start=1)
+            for number, line in enumerate(text.splitlines(), start=1)
             if line.strip()
         ]
     if not examples:
@@ -59,15 +57,9 @@ def read_prompts(
 
 
 def _json_example(
-    line: str, number: int, path: Path, fields: tuple[str, str], require_response: bool
+    row: dict, number: int, path: Path, fields: tuple[str, str], require_response: bool
 ) -> PromptExample:
     prompt_field, response_field = fields
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise LmforgeError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-    if not isinstance(row, dict):
-        raise LmforgeError(f"{path}:{number}: expected a JSON object per line")
     present = ", ".join(str(key) for key in row) or "none"
     if prompt_field not in row:
         raise LmforgeError(

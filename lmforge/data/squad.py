@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.records import jsonl_records
 from lmforge.errors import LmforgeError
 
 _LAYOUT = (
@@ -111,16 +112,9 @@ def _check_answer(text: str, start: int, context: str, question_id: str, path: P
 
 def _read_jsonl(text: str, path: Path) -> list[QAExample]:
     examples = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LmforgeError(f"{path}:{number} is not valid JSON: {error.msg}") from None
-        where = f"line {number}"
-        context = _field(row, "context", str, path, where)
-        if isinstance(row, dict) and "id" not in row:
+    for number, row in jsonl_records(text, path):
+        context = _field(row, "context", str, path, f"line {number}")
+        if "id" not in row:
             row = {**row, "id": str(number)}
         examples.append(_example(row, str(row.get("title", "")), context, path))
     return examples
