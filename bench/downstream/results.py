@@ -1,8 +1,9 @@
-"""Print the docs/results.md table from the runs of bench/downstream/finetune.sh.
+"""Print the tables of docs/results.md from the runs of bench/downstream/{pretrain,finetune}.sh.
 
 Usage: python bench/downstream/results.py [OUT]   (default runs/downstream)
-Each row: task, model, metric, the test (else validation) score from pretrained weights and from
-random initialisation, and the difference in points.
+Pretraining: steps, tokens, training minutes and the last validation numbers of each model.
+Downstream: the test (else validation) score from the pretrained weights and from a random
+initialisation of the same architecture, and the difference in points.
 """
 
 from __future__ import annotations
@@ -16,42 +17,67 @@ ROWS = [
     ("sst2-bert", "SST-2 accuracy", ["accuracy"]),
     ("sst2-gpt2", "SST-2 accuracy", ["accuracy"]),
     ("sst2-t5", "SST-2 accuracy", ["accuracy"]),
-    ("sst2-minilm", "SST-2 accuracy", ["accuracy"]),
     ("zeroshot-sst2-gpt2", "SST-2 zero-shot accuracy", ["accuracy"]),
     ("conll-bert", "CoNLL-2003 entity F1", ["f1"]),
-    ("conll-minilm", "CoNLL-2003 entity F1", ["f1"]),
-    ("squad-bert", "SQuAD EM / F1", ["exact_match", "f1"]),
-    ("squad-minilm", "SQuAD EM / F1", ["exact_match", "f1"]),
+    ("squad-bert", "SQuAD v1.1 EM / F1", ["exact_match", "f1"]),
     ("multi30k-t5", "Multi30k en-de BLEU", ["bleu"]),
     ("scitldr-t5", "SciTLDR ROUGE-L", ["rougeL"]),
+    ("sst2-minilm", "SST-2 accuracy", ["accuracy"]),
+    ("conll-minilm", "CoNLL-2003 entity F1", ["f1"]),
 ]
 
 
-def score(run: Path, keys: list[str]) -> tuple[list[float], str] | None:
+def _score(run: Path, keys: list[str]) -> tuple[list[float], str, float] | None:
     file = run / "metrics.json"
     if not file.is_file():
         return None
     results = json.loads(file.read_text())
     split = "test" if "test" in results else "validation"
-    values = results.get(split, results)
-    return [float(values[k]) for k in keys], split
+    values = results.get(split, results)  # zero-shot runs keep their metrics at the top level
+    return [float(values[k]) for k in keys], split, float(results.get("train_seconds", 0.0))
+
+
+def pretraining_table(out: Path) -> None:
+    print("| model | steps | tokens | training minutes | val loss | val accuracy / bits per byte |")
+    print("|---|---|---|---|---|---|")
+    for name in ("bert", "gpt2", "t5"):
+        rows = [json.loads(line) for line in (out / name / "metrics.jsonl").open()]
+        train = [r for r in rows if "loss" in r]
+        val = [r for r in rows if "val_loss" in r]
+        if not train or not val:
+            continue
+        last = val[-1]
+        extra = f"{last['val_bpb']:.3f} bpb" if "val_bpb" in last else f"{last['val_accuracy']:.3f}"
+        print(
+            f"| {name} | {train[-1]['step']:,} | {train[-1]['tokens_seen'] / 1e6:.1f} M | "
+            f"{train[-1]['elapsed_s'] / 60:.1f} | {last['val_loss']:.3f} | {extra} |"
+        )
+
+
+def downstream_table(out: Path) -> None:
+    print("| task | model | split | pretrained | random init | difference | minutes (pretrained) |")
+    print("|---|---|---|---|---|---|---|")
+    show = " / ".join
+    for prefix, task, keys in ROWS:
+        pre = _score(out / f"{prefix}-pretrained", keys)
+        if pre is None:
+            continue
+        rand = _score(out / f"{prefix}-random", keys)
+        model = prefix.split("-")[-1]
+        random_cell = show(f"{v:.1f}" for v in rand[0]) if rand else "-"
+        diff = show(f"{p - r:+.1f}" for p, r in zip(pre[0], rand[0], strict=True)) if rand else "-"
+        minutes = f"{pre[2] / 60:.1f}" if pre[2] else "-"
+        print(
+            f"| {task} | {model} | {pre[1]} | {show(f'{v:.1f}' for v in pre[0])} | "
+            f"{random_cell} | {diff} | {minutes} |"
+        )
 
 
 def main() -> None:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/downstream") / "finetune"
-    print("| task | model | split | pretrained | random init | difference |")
-    print("|---|---|---|---|---|---|")
-    for prefix, task, keys in ROWS:
-        pre, rand = score(out / f"{prefix}-pretrained", keys), score(out / f"{prefix}-random", keys)
-        if pre is None or rand is None:
-            continue
-        model = prefix.split("-")[-1]
-        show = " / ".join
-        diff = show(f"{p - r:+.1f}" for p, r in zip(pre[0], rand[0], strict=True))
-        print(
-            f"| {task} | {model} | {pre[1]} | {show(f'{v:.1f}' for v in pre[0])} | "
-            f"{show(f'{v:.1f}' for v in rand[0])} | {diff} |"
-        )
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/downstream")
+    pretraining_table(out)
+    print()
+    downstream_table(out / "finetune")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from lmforge.errors import LmforgeError
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -54,3 +57,22 @@ def jsonl_records(text: str, path: str | Path) -> Iterator[tuple[int, dict]]:
         if not isinstance(record, dict):
             raise LmforgeError(f"{path}:{number}: expected a JSON object per line")
         yield number, record
+
+
+def split_by_group(
+    examples: list[T], fraction: float, groups: list[object], noun: str
+) -> tuple[list[T], list[T]]:
+    """(train, validation): the last round(fraction * groups), at least one, go to validation
+    whole. A group is a run of equal `groups` values in file order (SQuAD's articles), so nothing
+    of one is seen in both splits; deterministic."""
+    if fraction <= 0:
+        return examples, []
+    starts = [i for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]]
+    num_validation = max(1, round(fraction * len(starts)))
+    if num_validation >= len(starts):
+        raise LmforgeError(
+            f"validation_split={fraction} leaves no training {noun} ({len(starts)} {noun}s); "
+            "lower data.validation_split or give data.validation"
+        )
+    cut = starts[len(starts) - num_validation]
+    return examples[:cut], examples[cut:]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.records import jsonl_records
+from lmforge.data.records import jsonl_records, split_by_group
 from lmforge.errors import LmforgeError
 
 _LAYOUT = (
@@ -126,14 +126,4 @@ def split_by_article(
     """(train, validation): the last round(fraction * articles) articles, at least one, go to
     validation whole, so no paragraph is seen in both. Articles are runs of equal titles in file
     order; the split is deterministic."""
-    if fraction <= 0:
-        return examples, []
-    starts = [i for i, e in enumerate(examples) if i == 0 or e.title != examples[i - 1].title]
-    num_validation = max(1, round(fraction * len(starts)))
-    if num_validation >= len(starts):
-        raise LmforgeError(
-            f"validation_split={fraction} leaves no training article ({len(starts)} articles); "
-            "lower data.validation_split or give data.validation"
-        )
-    cut = starts[len(starts) - num_validation]
-    return examples[:cut], examples[cut:]
+    return split_by_group(examples, fraction, [e.title for e in examples], "article")

@@ -30,6 +30,7 @@ from torch import nn
 
 from lmforge.config.finetune import Seq2SeqOptions
 from lmforge.data.pairs import Seq2SeqExample, read_pairs
+from lmforge.data.records import split_by_group
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.generation.search import (
@@ -114,15 +115,7 @@ class Seq2SeqTask(Task):
         whole, so that no paragraph is seen in both (as `finetune qa` splits them)."""
         if not examples or examples[0].group is None:
             return super().split_validation(examples, fraction)
-        starts = [i for i, e in enumerate(examples) if i == 0 or e.group != examples[i - 1].group]
-        num_validation = max(1, round(fraction * len(starts)))
-        if num_validation >= len(starts):
-            raise LmforgeError(
-                f"validation_split={fraction} leaves no training article ({len(starts)} "
-                "articles); lower data.validation_split or give data.validation"
-            )
-        cut = starts[len(starts) - num_validation]
-        return examples[:cut], examples[cut:]
+        return split_by_group(examples, fraction, [e.group for e in examples], "article")
 
     def state(self) -> dict[str, Any]:
         return {"decoder_start_id": self.decoder_start_id}
