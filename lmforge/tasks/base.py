@@ -158,3 +158,10 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     return out
+
+
+def to_model_device(batch: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The batch on the model's device: evaluation and prediction run outside the training
+    loop's own transfers."""
+    device = next(model.parameters()).device
+    return {key: value.to(device) for key, value in batch.items()}

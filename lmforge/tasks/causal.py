@@ -35,7 +35,7 @@ from lmforge.evaluation.squad import exact_match_score, f1_score
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import LanguageModel
-from lmforge.tasks.base import Task, pad_batch
+from lmforge.tasks.base import Task, pad_batch, to_model_device
 
 logger = logging.getLogger(__name__)
 
@@ -175,12 +175,10 @@ class CausalTask(Task):
         self, model: nn.Module, examples: list[PromptExample], batch_size: int
     ) -> dict[str, float]:
         """Loss (nats per response token), perplexity and token accuracy (points) on responses."""
-        device = next(model.parameters()).device
         features = self.features(examples)
         loss_sum, num_targets, num_correct = 0.0, 0, 0
         for start in range(0, len(features), batch_size):
-            batch = self.collate(features[start : start + batch_size])
-            batch = {key: value.to(device) for key, value in batch.items()}
+            batch = to_model_device(self.collate(features[start : start + batch_size]), model)
             output = model(
                 batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
             )

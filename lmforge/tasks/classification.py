@@ -31,7 +31,7 @@ from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX, TaskHead
 from lmforge.models.lm import LanguageModel
 from lmforge.objectives.span_corruption import shift_right
-from lmforge.tasks.base import Task, backbone_hidden, pad_batch
+from lmforge.tasks.base import Task, backbone_hidden, pad_batch, to_model_device
 
 
 @dataclass
@@ -206,35 +206,45 @@ class ClassificationTask(Task):
     def evaluate(
         self, model: nn.Module, examples: list[ClassificationExample], batch_size: int
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        rows = self.predict(model, examples, batch_size)
+        rows, probabilities = self._classify(model, examples, batch_size)
         predicted = [row["prediction"] for row in rows]
         gold = [e.label for e in examples]
         for row, label in zip(rows, gold, strict=True):
             row["label"] = label
         metrics = {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold)}
+        if probabilities:  # the cross-entropy the head is trained on, for the loss curve
+            index = {label: i for i, label in enumerate(self.labels)}
+            gold_ids = torch.tensor([index[label] for label in gold])
+            picked = torch.cat(probabilities).gather(1, gold_ids[:, None])
+            metrics["loss"] = float(-picked.clamp(min=1e-12).log().mean())
         return metrics, rows
 
     @torch.no_grad()
     def predict(
         self, model: nn.Module, examples: list[ClassificationExample], batch_size: int
     ) -> list[dict[str, Any]]:
+        return self._classify(model, examples, batch_size)[0]
+
+    def _classify(
+        self, model: nn.Module, examples: list[ClassificationExample], batch_size: int
+    ) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
+        """Prediction rows, and the (B, C) label probabilities per batch (none when the label
+        word is generated)."""
         features = self.features([ClassificationExample(e.texts, None) for e in examples])
-        rows = []
+        rows, probabilities = [], []
         for start in range(0, len(features), batch_size):
-            chunk = features[start : start + batch_size]
-            batch = self.collate(chunk)
+            batch = to_model_device(self.collate(features[start : start + batch_size]), model)
             if self.is_generative:
-                predictions = self._generate_labels(model, batch)
-                rows += [{"prediction": p} for p in predictions]
+                rows += [{"prediction": p} for p in self._generate_labels(model, batch)]
                 continue
             scores = model(batch["input_ids"], batch["attention_mask"], batch["segment_ids"])
-            probs = scores.float().softmax(dim=-1)
+            probs = scores.float().softmax(dim=-1).cpu()
+            probabilities.append(probs)
             for row in probs.tolist():
                 best = max(range(len(row)), key=row.__getitem__)
                 rows.append({"prediction": self.labels[best], "probability": round(row[best], 4)})
-        for row, example in zip(rows, examples, strict=True):
-            row["text"] = example.texts[0] if len(example.texts) == 1 else list(example.texts)
-        return [{"text": r.pop("text"), **r} for r in rows]
+        texts = [e.texts[0] if len(e.texts) == 1 else list(e.texts) for e in examples]
+        return [{"text": text, **row} for text, row in zip(texts, rows, strict=True)], probabilities
 
     def _generate_labels(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> list[str]:
         """Greedy-decode the label word; an output that is no label's word counts as itself."""

@@ -33,7 +33,7 @@ from lmforge.evaluation.squad import squad_scores
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import TaskHead
 from lmforge.models.lm import LanguageModel
-from lmforge.tasks.base import Task, backbone_hidden, pad_batch
+from lmforge.tasks.base import Task, backbone_hidden, pad_batch, to_model_device
 
 Span = tuple[int, int]
 """Character offsets [start, end) in a context."""
@@ -270,11 +270,10 @@ def _window_scores(
     model: nn.Module, collate: Any, windows: list[QAWindow], batch_size: int
 ) -> list[torch.Tensor]:
     """Start/end scores (T_w, 2) of each window, float32 on the CPU, padding cut off."""
-    device = next(model.parameters()).device
     scores: list[torch.Tensor] = []
     for begin in range(0, len(windows), batch_size):
         chunk = windows[begin : begin + batch_size]
-        batch = {k: v.to(device) for k, v in collate(chunk).items()}
+        batch = to_model_device(collate(chunk), model)
         out = model(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
         out = out.float().cpu()
         scores += [out[i, : len(w.input_ids)] for i, w in enumerate(chunk)]

@@ -44,7 +44,7 @@ from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import EncoderDecoderModel, LanguageModel
 from lmforge.objectives.span_corruption import shift_right
-from lmforge.tasks.base import Task, pad_batch
+from lmforge.tasks.base import Task, pad_batch, to_model_device
 
 METRICS = {"translation": "bleu", "summarization": "rougeL", "qa": "f1"}
 """The metric that picks the best checkpoint, per `task.kind`."""
@@ -239,12 +239,10 @@ class Seq2SeqTask(Task):
 
     def _loss(self, model: nn.Module, examples: list[Seq2SeqExample], batch_size: int) -> float:
         """Teacher-forced cross-entropy per target token (nats) over all examples."""
-        device = next(model.parameters()).device
         loss_sum, num_targets = 0.0, 0
         features = self.features(examples)
         for start in range(0, len(features), batch_size):
-            batch = self.collate(features[start : start + batch_size])
-            batch = {key: value.to(device) for key, value in batch.items()}
+            batch = to_model_device(self.collate(features[start : start + batch_size]), model)
             output = model(
                 batch["input_ids"],
                 attention_mask=batch["attention_mask"],

@@ -144,7 +144,7 @@ class _Loop:
     def run(self) -> dict[str, Any]:
         log = self.config.log
         writer = MetricsWriter(self.run_dir, tensorboard=log.tensorboard, is_writer=True)
-        progress = TrainingProgress(self.max_steps, enabled=log.progress)
+        progress = TrainingProgress(self.max_steps, enabled=log.progress, rate_name="examples_s")
         with writer, progress:
             for step in range(1, self.max_steps + 1):
                 start = time.perf_counter()

@@ -14,8 +14,16 @@ class TrainingProgress:
     than 0) silences everything, `write` included, so only one process talks to the user.
     """
 
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True, is_main: bool = True):
+    def __init__(
+        self,
+        total: int,
+        initial: int = 0,
+        enabled: bool = True,
+        is_main: bool = True,
+        rate_name: str = "tok_s",
+    ):
         self.is_main = is_main
+        self.rate_name = rate_name  # what `update`'s rate counts per second: tokens, examples
         self._bar = tqdm(
             total=total,
             initial=initial,
@@ -26,12 +34,12 @@ class TrainingProgress:
             smoothing=0.1,  # ETA follows recent speed; eval pauses would skew an all-time mean
         )
 
-    def update(self, step: int, loss: float, lr: float, tokens_per_s: float) -> None:
+    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
         """Move the bar to `step` (steps done so far) and show the latest numbers."""
         if self._bar.disable:
             return
         self._bar.set_postfix(
-            loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=_human(tokens_per_s), refresh=False
+            refresh=False, loss=f"{loss:.4f}", lr=f"{lr:.2e}", **{self.rate_name: _human(rate)}
         )
         self._bar.update(step - self._bar.n)
 
