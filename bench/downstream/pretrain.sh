@@ -55,7 +55,7 @@ for model in "${MODELS[@]}"; do
       # 2020, section 2.2); ours sees the Multi30k German training captions so that en->de has
       # German pieces. The pretraining text stays English.
       prepare unigram t5 "$DATA/multi30k/train.de"
-      pretrain t5 t5-tiny 2000 1e-3 --objective.kind=span_corruption
+      pretrain t5 t5-tiny 1500 1e-3 --objective.kind=span_corruption
       ;;
   esac
 done
