@@ -45,8 +45,10 @@ class Task:
         if model_config.family not in self.families:
             family = model_config.family.replace("_", "-")
             can = ", ".join(f.replace("_", "-") for f in self.families)
+            article = "an" if family.startswith("e") else "a"
             raise LmforgeError(
-                f"an {family} model cannot do `{self.name}`; it needs a model of family: {can}"
+                f"{article} {family} model cannot do `{self.name}`; it needs a model of family: "
+                f"{can}"
             )
         self.options = options
         self.tokenizer = tokenizer

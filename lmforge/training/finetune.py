@@ -49,7 +49,8 @@ RESULTS_FILE = "metrics.json"
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune `config.pretrained` on the task and return the contents of metrics.json."""
-    run_dir = _claim_run_dir(Path(config.run.dir))
+    run_dir = Path(config.run.dir)
+    _check_run_dir(run_dir)
     device = _device(config.run.device)
     check_precision_supported(config.train.precision, device)
     torch.manual_seed(config.run.seed)
@@ -247,16 +248,17 @@ def _read_splits(task: Task, config: FinetuneConfig) -> tuple[list, list, list]:
     return train, validation, test
 
 
-def _claim_run_dir(run_dir: Path) -> Path:
-    if run_dir.exists() and any(run_dir.iterdir()):
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a folder that holds something: a finished run must never be mixed with a new one.
+    The folder itself is made only once the data has been read and checked."""
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise LmforgeError(
             f"{run_dir} already exists and is not empty; pass a new --run.dir or delete it"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def _write_run_files(run_dir: Path, config: FinetuneConfig, task: Task, tokenizer: Any) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
     tree = to_dict(config)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     task_info = {"task": task.name, "pretrained": config.pretrained, "metric": task.metric}

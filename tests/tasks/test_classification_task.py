@@ -136,3 +136,4 @@ def test_task_the_family_cannot_do_is_refused(tiny_pretrained, tmp_path, capsys)
                  f"--data.validation={dev}", *FAST])  # fmt: skip
     assert code == 2
     assert "an encoder model cannot do `causal`" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing written for a refused run
