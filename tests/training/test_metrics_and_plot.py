@@ -68,7 +68,7 @@ def test_cut_off_last_line_is_skipped(tmp_path: Path) -> None:
 
 def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     with TrainingProgress(total=10, initial=2) as progress:
-        progress.update(3, loss=1.25, lr=3e-4, tokens_per_s=12345.0)
+        progress.update(3, loss=1.25, lr=3e-4, rate=12345.0)
         progress.write("eval: val_loss 1.3")
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -77,7 +77,7 @@ def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_progress_is_silent_off_the_main_process(capsys: pytest.CaptureFixture[str]) -> None:
     with TrainingProgress(total=10, is_main=False) as progress:
-        progress.update(1, loss=1.0, lr=1e-3, tokens_per_s=1.0)
+        progress.update(1, loss=1.0, lr=1e-3, rate=1.0)
         progress.write("hello")
     assert capsys.readouterr() == ("", "")
 
