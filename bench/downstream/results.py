@@ -32,8 +32,11 @@ def _score(run: Path, keys: list[str]) -> tuple[list[float], str, float] | None:
     if not file.is_file():
         return None
     results = json.loads(file.read_text())
-    split = "test" if "test" in results else "validation"
-    values = results.get(split, results)  # zero-shot runs keep their metrics at the top level
+    if "data" in results:  # zero-shot: metrics at the top level, the evaluated file named
+        split, values = ("test" if "test" in Path(results["data"]).name else "validation"), results
+    else:
+        split = "test" if "test" in results else "validation"
+        values = results[split]
     return [float(values[k]) for k in keys], split, float(results.get("train_seconds", 0.0))
 
 
