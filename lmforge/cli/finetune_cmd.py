@@ -68,17 +68,14 @@ def run_predict(args: argparse.Namespace) -> int:
     import sys
 
     from lmforge.tasks.finetuned import load_finetuned
+    from lmforge.training.finetune import write_jsonl
 
     task, model = load_finetuned(args.run_dir)
     examples = task.read_inputs(args.input)
     rows = task.predict(model, examples, args.batch_size)
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if args.output == "-":
-        sys.stdout.write(lines)
+        sys.stdout.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     else:
-        out = Path(args.output)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(lines, encoding="utf-8")
-        tmp.replace(out)
-        print(f"wrote {len(rows)} predictions to {out}", file=sys.stderr)
+        write_jsonl(Path(args.output), rows)
+        print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
     return 0

@@ -98,6 +98,7 @@ def run_seq2seq(args, model, tokenizer, checkpoint: Path, sampling) -> int:  # n
     from lmforge.generation.search import (
         BeamConfig,
         beam_search_seq2seq,
+        cut_at_eos,
         decoder_start_id,
         generate_seq2seq,
     )
@@ -140,9 +141,7 @@ def run_seq2seq(args, model, tokenizer, checkpoint: Path, sampling) -> int:  # n
     seconds = time.perf_counter() - start
     new_tokens = 0
     for row in output:
-        tokens = row[1:].tolist()
-        if tokenizer.eos_id in tokens:
-            tokens = tokens[: tokens.index(tokenizer.eos_id)]
+        tokens = cut_at_eos(row[1:].tolist(), tokenizer.eos_id)
         new_tokens += len(tokens)
         print(tokenizer.decode(tokens, skip_special_tokens=True))
     print(

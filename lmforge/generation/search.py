@@ -66,6 +66,11 @@ def choose_next_token(
     return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
 
 
+def cut_at_eos(tokens: list[int], eos_id: int | None) -> list[int]:
+    """Generated tokens up to (not including) the first EOS; decoding pads finished rows with it."""
+    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+
+
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token lists -> input_ids (B, T) and attention_mask (B, T), padded on the left."""
     width = max(len(p) for p in prompts)

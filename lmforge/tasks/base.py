@@ -153,6 +153,17 @@ def backbone_hidden(
     return backbone.encode(input_ids, attention_mask)
 
 
+def encoder_framing(tokenizer: Tokenizer) -> tuple[list[int], list[int], list[int]] | None:
+    """Special ids (opening, between two segments, closing) of an encoder input: BERT's
+    [CLS] a [SEP] b [SEP] (WordPiece), RoBERTa's <s> a </s></s> b </s> (byte-level BPE); None when
+    the tokenizer has neither pair."""
+    if tokenizer.cls_id is not None and tokenizer.sep_id is not None:
+        return [tokenizer.cls_id], [tokenizer.sep_id], [tokenizer.sep_id]
+    if tokenizer.bos_id is not None and tokenizer.eos_id is not None:
+        return [tokenizer.bos_id], [tokenizer.eos_id, tokenizer.eos_id], [tokenizer.eos_id]
+    return None
+
+
 def pad_batch(rows: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
     """Right-pad lists of ints into a (B, T) int64 tensor, T = the longest row."""
     width = max((len(row) for row in rows), default=0)

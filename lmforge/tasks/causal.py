@@ -194,7 +194,7 @@ class CausalTask(Task):
 
     def generate(self, model: nn.Module, prompts: list[str], batch_size: int) -> list[str]:
         """Greedy continuations of `prompts` up to eos or task.max_new_tokens, decoded."""
-        from lmforge.generation.search import SamplingConfig, generate, left_pad
+        from lmforge.generation.search import SamplingConfig, cut_at_eos, generate, left_pad
 
         sampling = SamplingConfig(max_new_tokens=self.options.max_new_tokens, temperature=0.0)
         encoded = [
@@ -212,8 +212,7 @@ class CausalTask(Task):
                 eos_id=self.end_id,
             )  # fmt: skip
             for row, tokens in zip(rows, output[:, input_ids.shape[1] :].tolist(), strict=True):
-                if self.end_id in tokens:
-                    tokens = tokens[: tokens.index(self.end_id)]
+                tokens = cut_at_eos(tokens, self.end_id)
                 outputs[row] = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         return outputs
 

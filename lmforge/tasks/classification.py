@@ -31,7 +31,13 @@ from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX, TaskHead
 from lmforge.models.lm import LanguageModel
 from lmforge.objectives.span_corruption import shift_right
-from lmforge.tasks.base import Task, backbone_hidden, pad_batch, to_model_device
+from lmforge.tasks.base import (
+    Task,
+    backbone_hidden,
+    encoder_framing,
+    pad_batch,
+    to_model_device,
+)
 
 
 @dataclass
@@ -77,6 +83,13 @@ class ClassificationTask(Task):
         self.is_generative = model_config.family == "encoder_decoder"
         self.max_length = min(options.max_length, model_config.max_seq_len or options.max_length)
         self.decoder_start_id = decoder_start_id(tokenizer) if self.is_generative else None
+        if model_config.family == "encoder":
+            framing = encoder_framing(tokenizer)
+            if framing is None:
+                raise LmforgeError(
+                    "the tokenizer has no [CLS]/<s> and [SEP]/</s> tokens an encoder needs"
+                )
+            self.framing = framing
         for role in ("eos",) if self.is_generative else ():
             if getattr(tokenizer, f"{role}_id") is None:
                 raise LmforgeError(f"the tokenizer has no {role} token, which {self.name} needs")
@@ -151,10 +164,8 @@ class ClassificationTask(Task):
             pieces = [tok.encode(text) for text in texts]
             opening, middle, closing = [tok.separator_id], [tok.separator_id], [tok.separator_id]
         else:
-            cls, sep = _cls_sep(tok)
             pieces = [tok.encode(text) for text in texts]
-            # RoBERTa separates the two texts by </s></s>; BERT by one [SEP].
-            opening, middle, closing = [cls], [sep] * (2 if tok.bos_id is not None else 1), [sep]
+            opening, middle, closing = self.framing
         budget = self.max_length - len(opening) - len(closing) - len(middle) * (len(pieces) - 1)
         pieces = _truncate_longest_first(pieces, budget)
         ids, segments = list(opening), [0] * len(opening)
@@ -260,14 +271,6 @@ class ClassificationTask(Task):
         by_word = {self.words.get(label, label): label for label in self.labels}
         texts = [self.tokenizer.decode(row[1:], skip_special_tokens=True).strip() for row in out]
         return [by_word.get(text, text) for text in texts]
-
-
-def _cls_sep(tok: Tokenizer) -> tuple[int, int]:
-    cls = tok.cls_id if tok.cls_id is not None else tok.bos_id
-    sep = tok.sep_id if tok.sep_id is not None else tok.eos_id
-    if cls is None or sep is None:
-        raise LmforgeError("the tokenizer has no [CLS]/<s> and [SEP]/</s> tokens an encoder needs")
-    return cls, sep
 
 
 def _truncate_longest_first(pieces: list[list[int]], budget: int) -> list[list[int]]:

@@ -40,7 +40,7 @@ from lmforge.evaluation.seqeval import entity_scores
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX, TaskHead, token_loss_sum
 from lmforge.models.lm import LanguageModel
-from lmforge.tasks.base import Task, backbone_hidden, pad_batch
+from lmforge.tasks.base import Task, backbone_hidden, encoder_framing, pad_batch
 
 logger = logging.getLogger(__name__)
 
@@ -259,10 +259,10 @@ def _special_ids(tokenizer: Tokenizer, family: str) -> tuple[list[int], list[int
     (byte-level BPE encoders), nothing for decoders (GPT-2 tags raw text)."""
     if family == "decoder":
         return [], []
-    if tokenizer.cls_id is not None and tokenizer.sep_id is not None:
-        return [tokenizer.cls_id], [tokenizer.sep_id]
-    if tokenizer.bos_id is not None and tokenizer.eos_id is not None:
-        return [tokenizer.bos_id], [tokenizer.eos_id]
+    framing = encoder_framing(tokenizer)
+    if framing is not None:
+        opening, _, closing = framing
+        return opening, closing
     return [], [] if tokenizer.eos_id is None else [tokenizer.eos_id]
 
 

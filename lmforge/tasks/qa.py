@@ -33,7 +33,13 @@ from lmforge.evaluation.squad import squad_scores
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import TaskHead
 from lmforge.models.lm import LanguageModel
-from lmforge.tasks.base import Task, backbone_hidden, pad_batch, to_model_device
+from lmforge.tasks.base import (
+    Task,
+    backbone_hidden,
+    encoder_framing,
+    pad_batch,
+    to_model_device,
+)
 
 Span = tuple[int, int]
 """Character offsets [start, end) in a context."""
@@ -232,11 +238,9 @@ class ExtractiveQATask(Task):
 
 def _special_layout(tokenizer: Tokenizer) -> tuple[list[int], list[int], list[int]]:
     """The special tokens before the question, between question and context, and at the end."""
-    if tokenizer.cls_id is not None and tokenizer.sep_id is not None:
-        return [tokenizer.cls_id], [tokenizer.sep_id], [tokenizer.sep_id]
-    if tokenizer.bos_id is not None and tokenizer.eos_id is not None:
-        # RoBERTa's pair format puts two </s> between the segments.
-        return [tokenizer.bos_id], [tokenizer.eos_id, tokenizer.eos_id], [tokenizer.eos_id]
+    framing = encoder_framing(tokenizer)
+    if framing is not None:
+        return framing
     raise LmforgeError(
         "extractive QA needs a tokenizer with [CLS] and [SEP] (WordPiece) or <s> and </s> "
         "(byte-level BPE) tokens; this one has neither pair"

@@ -37,6 +37,7 @@ from lmforge.generation.search import (
     BeamConfig,
     SamplingConfig,
     beam_search_seq2seq,
+    cut_at_eos,
     decoder_start_id,
     generate_seq2seq,
 )
@@ -200,9 +201,8 @@ class Seq2SeqTask(Task):
             )  # fmt: skip
         texts = []
         for row in output[:, 1:].tolist():  # column 0 is the decoder start token
-            if eos_id in row:
-                row = row[: row.index(eos_id)]
-            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+            tokens = cut_at_eos(row, eos_id)
+            texts.append(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
         return texts
 
     def generate(

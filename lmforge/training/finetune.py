@@ -82,7 +82,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if test:
         metrics, rows = task.evaluate(model.eval(), test, config.eval.batch_size)
         results["test"] = metrics
-        _write_jsonl(run_dir / "test_predictions.jsonl", rows)
+        write_jsonl(run_dir / "test_predictions.jsonl", rows)
     _write_json(run_dir / RESULTS_FILE, results)
     plot_run(run_dir, metric=f"val_{task.metric}")
     return results
@@ -213,7 +213,7 @@ class _Loop:
                 to_dict(self.task.model_config), keep_last=1,
             )  # fmt: skip
             self.best = {"score": score, "step": step, "metrics": metrics, "checkpoint": checkpoint}
-            _write_jsonl(self.run_dir / "predictions.jsonl", rows)
+            write_jsonl(self.run_dir / "predictions.jsonl", rows)
             self.stale_evaluations = 0
             return False
         self.stale_evaluations += 1
@@ -280,7 +280,8 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object per line, written beside `path` and renamed into place (never half)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
