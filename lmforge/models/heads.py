@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.layers.linear import Linear, linear, matmul_nt, matmul_tn
 from lmforge.layers.mlp import ACTIVATIONS
 from lmforge.layers.norms import build_norm
 from lmforge.models.config import ModelConfig
@@ -24,7 +25,7 @@ class HeadTransform(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dense = Linear(cfg.d_model, cfg.d_model)
         self.activation = ACTIVATIONS[cfg.mlp.activation]
         self.norm = build_norm(cfg.norm, cfg.d_model)
 
@@ -41,7 +42,7 @@ class Pooler(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dense = Linear(cfg.d_model, cfg.d_model)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (B, T, D) -> (B, D)."""
@@ -56,7 +57,7 @@ class TaskHead(nn.Module):
     def __init__(self, d_model: int, num_outputs: int, dropout: float) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(d_model, num_outputs)
+        self.proj = Linear(d_model, num_outputs)
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
 
@@ -81,7 +82,7 @@ class LMHead(nn.Module):
         if self.scale is not None:
             hidden = hidden * self.scale
         weight = embedding_weight if self.weight is None else self.weight
-        return F.linear(hidden, weight, self.bias)
+        return linear(hidden, weight, self.bias)
 
     def loss_sum(
         self, hidden: torch.Tensor, labels: torch.Tensor, embedding_weight: torch.Tensor
@@ -137,7 +138,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, N, chunk):
             rows = slice(start, min(start + chunk, N))
             h, y, keep = hidden[rows], safe_labels[rows], valid[rows]
-            logits = F.linear(h, weight, bias).float()  # (n, V)
+            logits = linear(h, weight, bias).float()  # (n, V)
             target = logits.gather(1, y[:, None]).squeeze(1)
             # One pass of exp, in place: softmax = exp(x - max) / sum, lse = log(sum) + max.
             row_max = logits.amax(dim=-1, keepdim=True)
@@ -149,8 +150,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_logits.scatter_add_(1, y[:, None], torch.full_like(target[:, None], -1.0))
             grad_logits.mul_(keep[:, None])
             g = grad_logits.to(_matmul_dtype(h))
-            grad_hidden[rows] = (g @ weight.to(g.dtype)).to(hidden.dtype)
-            grad_weight += (g.t() @ h.to(g.dtype)).float()
+            grad_hidden[rows] = matmul_nt(g, weight.to(g.dtype).t()).to(hidden.dtype)
+            grad_weight += matmul_tn(g, h.to(g.dtype)).float()
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(0)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
@@ -190,5 +191,5 @@ def linear_cross_entropy(
         hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
     if not needs_grad:
-        return token_loss_sum(F.linear(hidden, weight, bias), labels)[0], num_targets
+        return token_loss_sum(linear(hidden, weight, bias), labels)[0], num_targets
     return _LinearCrossEntropy.apply(hidden, weight, bias, labels), num_targets
