@@ -1,4 +1,4 @@
-"""Multi-head self- and cross-attention through `scaled_dot_product_attention`, with a KV cache.
+"""Multi-head self- and cross-attention with a KV cache; the kernel is `attention_kernels.attend`.
 
 Self-attention projects queries, keys and values with one fused (3D, D) matrix, rows ordered
 [q; k; v] with heads contiguous inside each: one GEMM instead of three. Cross-attention projects
@@ -10,10 +10,11 @@ stack.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from lmforge.layers.attention_kernels import attend
 from lmforge.layers.kv_cache import KVCache
+from lmforge.layers.linear import Linear
 from lmforge.layers.masks import AttentionMask
 from lmforge.layers.positions import Rotary, apply_rotary
 from lmforge.models.config import AttentionConfig
@@ -32,11 +33,11 @@ class Attention(nn.Module):
         self.scale = self.d_head**-0.5 if cfg.score_scale == "inverse_sqrt" else 1.0
         self.is_cross = is_cross
         if is_cross:
-            self.q_proj = nn.Linear(d_model, inner, bias=cfg.bias)
-            self.kv_proj = nn.Linear(d_model, 2 * inner, bias=cfg.bias)
+            self.q_proj = Linear(d_model, inner, bias=cfg.bias)
+            self.kv_proj = Linear(d_model, 2 * inner, bias=cfg.bias)
         else:
-            self.qkv_proj = nn.Linear(d_model, 3 * inner, bias=cfg.bias)
-        self.out_proj = nn.Linear(inner, d_model, bias=cfg.bias)
+            self.qkv_proj = Linear(d_model, 3 * inner, bias=cfg.bias)
+        self.out_proj = Linear(inner, d_model, bias=cfg.bias)
 
     def _split_heads(self, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
         B, T, _ = x.shape
@@ -61,16 +62,8 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, k, rotary)
             if cache is not None:
                 k, v = cache.update(layer_index, k, v)
-        attn_mask = mask.mask if mask.mask is None else mask.mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=mask.is_causal,
-            scale=self.scale,
-        )
+        dropout_p = self.dropout if self.training else 0.0
+        out = attend(q, k, v, mask=mask, scale=self.scale, dropout_p=dropout_p)
         B, _, T, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(B, T, -1))
 
