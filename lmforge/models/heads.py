@@ -107,8 +107,14 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return loss_sum, (labels != IGNORE_INDEX).sum()
 
 
-# Rows of logits per chunk of the fused loss: 2^24 fp32 values (64 MiB) whatever the vocabulary.
+# Logits per chunk of the fused loss, whatever the vocabulary: 2^24 fp32 values (64 MiB), or 2^22
+# in bf16/fp16 (8 MiB); and per block of the fp32 softmax passes inside a chunk, 2^20 (4 MiB),
+# small enough to stay in cache between the passes. Measured on the 2-core EPYC, 2048 rows:
+# with V = 8192 in bf16, 82 ms for the loss and its gradients vs 111 ms for one block of 2^24
+# (the (n, V) float copy of the logits alone was a third of it); fp32 is indifferent to the block.
 _CHUNK_VALUES = 1 << 24
+_LOW_PRECISION_CHUNK_VALUES = 1 << 22
+_BLOCK_VALUES = 1 << 20
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -126,7 +132,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels):  # noqa: ANN001, ANN205
         N, V = hidden.shape[0], weight.shape[0]
-        chunk = max(1, _CHUNK_VALUES // V)
+        matmul_dtype = _matmul_dtype(hidden)
+        chunk_values = (
+            _CHUNK_VALUES if matmul_dtype == torch.float32 else _LOW_PRECISION_CHUNK_VALUES
+        )
+        chunk = max(1, chunk_values // V)
         valid = labels != IGNORE_INDEX
         safe_labels = labels.clamp(min=0)
         grad_hidden = torch.empty_like(hidden)
@@ -134,26 +144,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_bias = (
             None if bias is None else torch.zeros(V, dtype=torch.float32, device=weight.device)
         )
+        weight_for_grad = weight.to(matmul_dtype)
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, N, chunk):
             rows = slice(start, min(start + chunk, N))
-            h, y, keep = hidden[rows], safe_labels[rows], valid[rows]
-            logits = linear(h, weight, bias).float()  # (n, V)
-            target = logits.gather(1, y[:, None]).squeeze(1)
-            # One pass of exp, in place: softmax = exp(x - max) / sum, lse = log(sum) + max.
-            row_max = logits.amax(dim=-1, keepdim=True)
-            grad_logits = logits.sub_(row_max).exp_()
-            total = grad_logits.sum(dim=-1, keepdim=True)
-            lse = (total.log() + row_max).squeeze(1)
-            loss_sum += torch.where(keep, lse - target, 0.0).sum()
-            grad_logits.div_(total)  # softmax
-            grad_logits.scatter_add_(1, y[:, None], torch.full_like(target[:, None], -1.0))
-            grad_logits.mul_(keep[:, None])
-            g = grad_logits.to(_matmul_dtype(h))
-            grad_hidden[rows] = matmul_nt(g, weight.to(g.dtype).t()).to(hidden.dtype)
-            grad_weight += matmul_tn(g, h.to(g.dtype)).float()
-            if grad_bias is not None:
-                grad_bias += grad_logits.sum(0)
+            h = hidden[rows]
+            logits = linear(h, weight, bias)  # (n, V), in the matmul dtype
+            # fp32 logits become their own gradient in place; lower precision ones get a buffer.
+            grad_logits = logits if logits.dtype == torch.float32 else torch.empty_like(logits)
+            loss_sum += _softmax_minus_onehot(
+                logits, safe_labels[rows], valid[rows], out=grad_logits, grad_bias=grad_bias
+            )
+            grad_hidden[rows] = matmul_nt(grad_logits, weight_for_grad.t()).to(hidden.dtype)
+            grad_weight += matmul_tn(grad_logits, h.to(matmul_dtype))
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return loss_sum
@@ -169,6 +172,41 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_bias,
             None,
         )
+
+
+def _softmax_minus_onehot(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    out: torch.Tensor,
+    grad_bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """Write softmax(logits) - onehot(labels) into `out` (rows with no target: 0), add its column
+    sums to `grad_bias` (fp32, (V,)) and return the summed cross-entropy. logits, out: (n, V);
+    labels, valid: (n,). Block by block in fp32, one exp pass per block: softmax = exp(x - max) /
+    sum, lse = log(sum) + max."""
+    V = logits.shape[1]
+    block = max(1, _BLOCK_VALUES // V)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=logits.device)
+    for start in range(0, logits.shape[0], block):
+        rows = slice(start, min(start + block, logits.shape[0]))
+        x = logits[rows].float()  # a view for fp32 logits, else a cache-sized copy
+        y, keep = labels[rows, None], valid[rows]
+        target = x.gather(1, y).squeeze(1)
+        row_max = x.amax(dim=-1, keepdim=True)
+        probs = x.sub_(row_max).exp_()
+        total = probs.sum(dim=-1, keepdim=True)
+        lse = (total.log() + row_max).squeeze(1)
+        loss_sum += torch.where(keep, lse - target, 0.0).sum()
+        probs.div_(total).scatter_add_(1, y, torch.full_like(target[:, None], -1.0))
+        if not bool(keep.all()):
+            probs[~keep] = 0.0
+        if grad_bias is not None:
+            grad_bias += probs.sum(0)
+        if out is not logits:  # fp32 logits were overwritten in place
+            out[rows] = probs
+    return loss_sum
 
 
 def _matmul_dtype(tensor: torch.Tensor) -> torch.dtype:

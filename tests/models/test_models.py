@@ -168,12 +168,12 @@ def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias: bool) 
     bias = torch.randn(50, requires_grad=True) if with_bias else None
     labels = torch.randint(0, 50, (37,))
     labels[::5] = -100
-    original_chunk = heads._CHUNK_VALUES
-    heads._CHUNK_VALUES = 50 * 8  # several chunks of 8 rows
+    original = heads._CHUNK_VALUES, heads._BLOCK_VALUES
+    heads._CHUNK_VALUES, heads._BLOCK_VALUES = 50 * 8, 50 * 3  # chunks of 8 rows, blocks of 3
     try:
         loss, count = heads.linear_cross_entropy(hidden, weight, bias, labels)
     finally:
-        heads._CHUNK_VALUES = original_chunk
+        heads._CHUNK_VALUES, heads._BLOCK_VALUES = original
     (2.5 * loss).backward()
     fused = [hidden.grad, weight.grad] + ([bias.grad] if with_bias else [])
     for tensor in [hidden, weight] + ([bias] if with_bias else []):
@@ -187,3 +187,30 @@ def test_fused_linear_cross_entropy_matches_autograd_reference(with_bias: bool) 
     torch.testing.assert_close(loss, reference)
     for actual, wanted in zip(fused, expected, strict=True):
         torch.testing.assert_close(actual, wanted)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fused_linear_cross_entropy_in_bf16_autocast_matches_the_unfused_loss(
+    with_bias: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under bf16 autocast the products run in bf16 and the softmax in fp32, block by block."""
+    from lmforge.models import heads
+
+    monkeypatch.setattr(heads, "_LOW_PRECISION_CHUNK_VALUES", 50 * 8)
+    monkeypatch.setattr(heads, "_BLOCK_VALUES", 50 * 3)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    bias = torch.randn(50, requires_grad=True) if with_bias else None
+    params = [hidden, weight] + ([bias] if with_bias else [])
+    labels = torch.randint(0, 50, (37,))
+    labels[::5] = -100
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = heads.linear_cross_entropy(hidden, weight, bias, labels)
+        logits = torch.nn.functional.linear(hidden, weight, bias)  # bf16, as autocast makes it
+    fused = torch.autograd.grad(loss, params)
+    reference = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+    expected = torch.autograd.grad(reference, params)
+    torch.testing.assert_close(loss, reference, rtol=1e-3, atol=1e-3)
+    for actual, wanted in zip(fused, expected, strict=True):
+        assert actual.dtype == torch.float32
+        torch.testing.assert_close(actual, wanted, rtol=0.02, atol=0.02 * wanted.abs().max().item())
