@@ -15,10 +15,13 @@ the benchmark's precision. The timing loop never lives in tests.
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
 
 import torch
 
@@ -27,6 +30,7 @@ from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import build_model
 from lmforge.models.presets import get_preset
+from lmforge.training.allocator import keep_freed_memory
 from lmforge.training.flops import measure_matmul_peak, training_flops_per_token
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import autocast_context
@@ -179,6 +183,79 @@ def hf_train_step(hf_model: torch.nn.Module, inputs: dict[str, torch.Tensor], pr
     return step
 
 
+def _build_step(side: str, name: str, precision: str, batch_size: int, seq_len: int):
+    """One side's training-step closure on the benchmark batch; both sides start from the weights
+    of our model built with seed 0 (HF's through `interop.hf`)."""
+    cfg = get_preset(name)
+    inputs, hf_inputs = _batch(cfg, batch_size, seq_len)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    if side == "ours":
+        return our_train_step(model, inputs["input_ids"], precision, inputs)
+    from lmforge.interop.hf import build_hf_model
+
+    hf_model = build_hf_model(cfg, model.state_dict()).train()
+    del model
+    return hf_train_step(hf_model, hf_inputs, precision)
+
+
+def _worker_main(conn: Connection, side: str, num_threads: int) -> None:
+    """Serve ("setup", name, precision, batch_size, seq_len) and ("step",) until ("stop",)."""
+    torch.set_num_threads(num_threads)
+    keep_freed_memory()  # both sides run with the allocator policy of lmforge's own commands
+    step = None
+    while True:
+        command, *args = conn.recv()
+        if command == "stop":
+            return
+        try:
+            if command == "setup":
+                step = None  # free the previous model before building the next
+                step = _build_step(side, *args)
+            else:
+                step()
+            conn.send(("ok", None))
+        except Exception:  # noqa: BLE001 - reported to the parent, which raises it
+            conn.send(("error", traceback.format_exc()))
+
+
+class StepWorker:
+    """One side of the benchmark (ours or HF's) in a process of its own.
+
+    Each side keeps its own heap: with both models in one process, what one side had allocated
+    and freed before changed the other's step time by up to 30%. Both sides keep freed memory for
+    reuse (`training.allocator`, as lmforge's commands run), which also steadies the step times:
+    without it, page faults made HF's steps vary by 15% and ours by 10% (and made both 10-15%
+    slower). The parent times each `step()` (a pipe round trip, ~0.1 ms, on both sides alike)
+    and runs one side at a time.
+    """
+
+    def __init__(self, side: str) -> None:
+        context = multiprocessing.get_context("spawn")  # fork would inherit a running OpenMP pool
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_worker_main, args=(child, side, torch.get_num_threads()), daemon=True
+        )
+        self._process.start()
+
+    def _call(self, *message: object) -> None:
+        self._conn.send(message)
+        status, detail = self._conn.recv()
+        if status == "error":
+            raise RuntimeError(f"benchmark worker failed:\n{detail}")
+
+    def setup(self, name: str, precision: str, batch_size: int, seq_len: int) -> None:
+        self._call("setup", name, precision, batch_size, seq_len)
+
+    def step(self) -> None:
+        self._call("step")
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._conn.send(("stop",))
+            self._process.join(timeout=30)
+
+
 def bench_shape(
     name: str,
     precision: str,
@@ -187,27 +264,23 @@ def bench_shape(
     seq_len: int,
     steps: int,
     warmup: int,
-    against_hf: bool,
+    workers: dict[str, StepWorker],
     peak_flops: float,
 ) -> BenchResult:
-    """Benchmark one preset in one precision (fp32 weights on both sides)."""
+    """Benchmark one preset in one precision (fp32 weights on both sides) on `workers` ("ours" and
+    optionally "hf")."""
     cfg = get_preset(name)
     if cfg.max_seq_len is not None and seq_len > cfg.max_seq_len:
         raise LmforgeError(f"--seq-len {seq_len} exceeds {name}'s {cfg.max_seq_len} positions")
-    inputs, hf_inputs = _batch(cfg, batch_size, seq_len)
     # Useful work: an MLM step needs the vocabulary projection at the masked positions only.
     target_fraction = MASK_RATE if cfg.family == "encoder" else 1.0
     step_flops = _step_flops(cfg, batch_size, seq_len, target_fraction)
     tokens = batch_size * seq_len  # input (encoder) tokens
-    model = build_model(cfg).train()
-    steps_by_name = {"ours": our_train_step(model, inputs["input_ids"], precision, inputs)}
-    if against_hf:
-        from lmforge.interop.hf import build_hf_model
-
-        hf_model = build_hf_model(cfg, model.state_dict()).train()  # same initial weights
-        steps_by_name["hf"] = hf_train_step(hf_model, hf_inputs, precision)
+    for worker in workers.values():
+        worker.setup(name, precision, batch_size, seq_len)
+    steps_by_name = {side: worker.step for side, worker in workers.items()}
     seconds = median_step_seconds(steps_by_name, warmup=warmup, steps=steps)
-    flops_per_s = {name: step_flops / value for name, value in seconds.items()}
+    flops_per_s = {side: step_flops / value for side, value in seconds.items()}
     result = BenchResult(
         model=name,
         precision=precision,
@@ -217,7 +290,7 @@ def bench_shape(
         fraction_of_matmul_peak=flops_per_s["ours"] / peak_flops,
         matmul_peak_flops=peak_flops,
     )
-    if against_hf:
+    if "hf" in seconds:
         result.hf_tokens_per_s = tokens / seconds["hf"]
         result.hf_fraction_of_matmul_peak = flops_per_s["hf"] / peak_flops
         result.ratio = seconds["hf"] / seconds["ours"]
@@ -240,17 +313,22 @@ def run_benchmarks(
             raise LmforgeError(f"unknown precision {precision!r}; use fp32 or bf16")
     for name in models:
         get_preset(name)  # fail on a bad name before the long measurements start
-    for name in models:
-        default_batch, default_seq = DEFAULT_SHAPES.get(name, (8, 256))
-        for precision in precisions:
-            yield bench_shape(
-                name,
-                precision,
-                batch_size=batch_size or default_batch,
-                seq_len=seq_len or default_seq,
-                steps=steps,
-                warmup=warmup,
-                against_hf=against_hf,
-                # Measured next to each shape: on a shared machine the load drifts in minutes.
-                peak_flops=measure_matmul_peak("cpu", _DTYPES[precision], size=2048),
-            )
+    workers = {side: StepWorker(side) for side in (("ours", "hf") if against_hf else ("ours",))}
+    try:
+        for name in models:
+            default_batch, default_seq = DEFAULT_SHAPES.get(name, (8, 256))
+            for precision in precisions:
+                yield bench_shape(
+                    name,
+                    precision,
+                    batch_size=batch_size or default_batch,
+                    seq_len=seq_len or default_seq,
+                    steps=steps,
+                    warmup=warmup,
+                    workers=workers,
+                    # Measured next to each shape: on a shared machine the load drifts in minutes.
+                    peak_flops=measure_matmul_peak("cpu", _DTYPES[precision], size=2048),
+                )
+    finally:
+        for worker in workers.values():
+            worker.close()

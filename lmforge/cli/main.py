@@ -30,6 +30,12 @@ _COMMAND_MODULES = (
     "evaluate_cmd",
 )
 
+# Commands that run models step after step: their processes keep freed memory for reuse
+# (training.allocator); data preparation and conversions keep glibc's own policy.
+_MODEL_COMMANDS = frozenset(
+    ("pretrain", "generate", "fill-mask", "bench", "quickstart", "finetune", "evaluate", "predict")
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -52,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
+    if args.command in _MODEL_COMMANDS:
+        from lmforge.training.allocator import keep_freed_memory
+
+        keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except LmforgeError as error:

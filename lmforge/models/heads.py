@@ -149,11 +149,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, N, chunk):
             rows = slice(start, min(start + chunk, N))
             h = hidden[rows]
-            logits = linear(h, weight, bias)  # (n, V), in the matmul dtype
-            # fp32 logits become their own gradient in place; lower precision ones get a buffer.
-            grad_logits = logits if logits.dtype == torch.float32 else torch.empty_like(logits)
-            loss_sum += _softmax_minus_onehot(
-                logits, safe_labels[rows], valid[rows], out=grad_logits, grad_bias=grad_bias
+            # The logits, in the matmul dtype, are overwritten by their own gradient: (n, V).
+            grad_logits = linear(h, weight, bias)
+            loss_sum += _softmax_minus_onehot_(
+                grad_logits, safe_labels[rows], valid[rows], grad_bias=grad_bias
             )
             grad_hidden[rows] = matmul_nt(grad_logits, weight_for_grad.t()).to(hidden.dtype)
             grad_weight += matmul_tn(grad_logits, h.to(matmul_dtype))
@@ -174,24 +173,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
         )
 
 
-def _softmax_minus_onehot(
+def _softmax_minus_onehot_(
     logits: torch.Tensor,
     labels: torch.Tensor,
     valid: torch.Tensor,
     *,
-    out: torch.Tensor,
     grad_bias: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Write softmax(logits) - onehot(labels) into `out` (rows with no target: 0), add its column
-    sums to `grad_bias` (fp32, (V,)) and return the summed cross-entropy. logits, out: (n, V);
-    labels, valid: (n,). Block by block in fp32, one exp pass per block: softmax = exp(x - max) /
-    sum, lse = log(sum) + max."""
-    V = logits.shape[1]
-    block = max(1, _BLOCK_VALUES // V)
+    """Overwrite logits (n, V) with softmax(logits) - onehot(labels) (rows with no target: 0), add
+    its column sums to `grad_bias` (fp32, (V,)) and return the summed cross-entropy; labels, valid:
+    (n,). Block by block in fp32, one exp pass per block: softmax = exp(x - max) / sum, lse =
+    log(sum) + max; lower-precision logits go through one reused fp32 block buffer."""
+    n, V = logits.shape
+    block = min(n, max(1, _BLOCK_VALUES // V))
+    is_fp32 = logits.dtype == torch.float32
+    buffer = None if is_fp32 else torch.empty(block, V, dtype=torch.float32, device=logits.device)
     loss_sum = torch.zeros((), dtype=torch.float32, device=logits.device)
-    for start in range(0, logits.shape[0], block):
-        rows = slice(start, min(start + block, logits.shape[0]))
-        x = logits[rows].float()  # a view for fp32 logits, else a cache-sized copy
+    for start in range(0, n, block):
+        rows = slice(start, min(start + block, n))
+        x = logits[rows] if is_fp32 else buffer[: rows.stop - start].copy_(logits[rows])
         y, keep = labels[rows, None], valid[rows]
         target = x.gather(1, y).squeeze(1)
         row_max = x.amax(dim=-1, keepdim=True)
@@ -200,12 +200,13 @@ def _softmax_minus_onehot(
         lse = (total.log() + row_max).squeeze(1)
         loss_sum += torch.where(keep, lse - target, 0.0).sum()
         probs.div_(total).scatter_add_(1, y, torch.full_like(target[:, None], -1.0))
-        if not bool(keep.all()):
-            probs[~keep] = 0.0
+        dropped = (~keep).nonzero().squeeze(1)
+        if dropped.numel():
+            probs.index_fill_(0, dropped, 0.0)  # rows without a target: a few, not a full pass
         if grad_bias is not None:
             grad_bias += probs.sum(0)
-        if out is not logits:  # fp32 logits were overwritten in place
-            out[rows] = probs
+        if not is_fp32:
+            logits[rows] = probs
     return loss_sum
 
 
