@@ -16,6 +16,7 @@ from lmforge.bench import _random_batch, median_step_seconds, our_train_step
 from lmforge.models import heads
 from lmforge.models.lm import build_model
 from lmforge.models.presets import get_preset
+from lmforge.training.allocator import keep_freed_memory
 
 
 def main() -> None:
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
+    keep_freed_memory()  # the allocator policy of lmforge's own commands
     cfg = get_preset(args.preset)
     input_ids = _random_batch(cfg, args.batch_size, args.seq_len)
     fused_step = our_train_step(build_model(cfg), input_ids, args.precision)

@@ -20,6 +20,7 @@ from lmforge.generation.search import BeamConfig, beam_search_seq2seq
 from lmforge.interop.hf import build_hf_model
 from lmforge.models.lm import build_model
 from lmforge.models.presets import get_preset
+from lmforge.training.allocator import keep_freed_memory
 
 
 def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:  # noqa: ANN001
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    keep_freed_memory()  # the allocator policy of lmforge's own commands
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; beams {args.num_beams}, "
         f"batch {args.batch_size}, input {args.input_len}, up to {args.new_tokens} new tokens"

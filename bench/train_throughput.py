@@ -19,6 +19,7 @@ from lmforge.bench import DEFAULT_SHAPES, _batch, our_train_step
 from lmforge.cli.main import main as lmforge_main
 from lmforge.models.lm import build_model
 from lmforge.models.presets import get_preset
+from lmforge.training.allocator import keep_freed_memory
 
 
 def profile_step(spec: str, batch_size: int | None, seq_len: int | None, rows: int) -> None:
@@ -44,6 +45,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seq-len", type=int)
     parser.add_argument("--rows", type=int, default=25)
     args, rest = parser.parse_known_args(argv)
+    keep_freed_memory()  # the allocator policy of lmforge's own commands
     if args.profile:
         profile_step(args.profile, args.batch_size, args.seq_len, args.rows)
         return 0
