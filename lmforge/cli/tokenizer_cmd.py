@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--split-by", default="paragraph", choices=SPLIT_BY)
     train.add_argument("--text-field", default="text", help="field of .jsonl/.parquet/hf inputs")
     train.add_argument("--encoding", default="utf-8", help=ENCODING_HELP)
+    train.add_argument(
+        "--cased",
+        action="store_true",
+        help="wordpiece only: keep case (as bert-base-cased; default: lower-case, as -uncased)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run)
 
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     )
     texts = (document.text for document in documents)
     tokenizer = train_tokenizer(
-        args.kind, args.vocab_size, texts, show_progress=not args.no_progress
+        args.kind, args.vocab_size, texts, show_progress=not args.no_progress, cased=args.cased
     )
     out = tokenizer.save(args.out)
     vocab_size = tokenizer.vocab_size

@@ -5,7 +5,8 @@ Built on Hugging Face `tokenizers`. The three kinds follow the models that made 
 - `bpe`: byte-level BPE as in GPT-2 / RoBERTa / BART (Radford et al. 2019): every byte is in the
   alphabet, so any text round-trips exactly. Special tokens `<s> <pad> </s> <unk> <mask>` take ids
   0..4, the RoBERTa/BART order.
-- `wordpiece`: BERT (Devlin et al. 2019): lower-casing BertNormalizer, BertPreTokenizer,
+- `wordpiece`: BERT (Devlin et al. 2019): BertNormalizer (lower-casing, or with `cased` keeping
+  case and accents as bert-base-cased), BertPreTokenizer,
   `[PAD] [UNK] [CLS] [SEP] [MASK]` at ids 0..4, `##` continuation prefix.
 - `unigram`: T5 (Raffel et al. 2020): SentencePiece-style Unigram with Metaspace (`▁`),
   `<pad> </s> <unk>` at ids 0..2 and 100 sentinels at the END of the vocabulary; as in T5,
@@ -181,13 +182,26 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def train_tokenizer(
-    kind: str, vocab_size: int, documents: Iterable[str], *, show_progress: bool = False
+    kind: str,
+    vocab_size: int,
+    documents: Iterable[str],
+    *,
+    show_progress: bool = False,
+    cased: bool = False,
 ) -> Tokenizer:
-    """Train a `bpe`, `wordpiece` or `unigram` tokenizer of `vocab_size` ids, specials included."""
+    """Train a `bpe`, `wordpiece` or `unigram` tokenizer of `vocab_size` ids, specials included.
+
+    `cased` keeps the case of a WordPiece vocabulary (bert-base-cased; the default lower-cases,
+    as bert-base-uncased); byte-level BPE and Unigram always keep it."""
     if kind not in KINDS:
         raise LmforgeError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
-    builders = {"bpe": _bpe, "wordpiece": _wordpiece, "unigram": _unigram}
-    inner, trainer, roles, extra_specials = builders[kind](vocab_size, show_progress)
+    if cased and kind != "wordpiece":
+        raise LmforgeError(f"--cased is for wordpiece tokenizers; {kind} ones always keep case")
+    if kind == "wordpiece":
+        built = _wordpiece(vocab_size, show_progress, lowercase=not cased)
+    else:
+        built = {"bpe": _bpe, "unigram": _unigram}[kind](vocab_size, show_progress)
+    inner, trainer, roles, extra_specials = built
     inner.train_from_iterator(_text_batches(documents), trainer=trainer)
     if extra_specials:
         inner.add_special_tokens(extra_specials)
@@ -226,10 +240,11 @@ def _bpe(vocab_size: int, show_progress: bool):
     return inner, trainer, _BPE_SPECIALS, []
 
 
-def _wordpiece(vocab_size: int, show_progress: bool):
+def _wordpiece(vocab_size: int, show_progress: bool, *, lowercase: bool):
     _check_vocab_size(vocab_size, 2 * len(_WORDPIECE_SPECIALS))
     inner = HFTokenizer(models.WordPiece(unk_token=_WORDPIECE_SPECIALS["unk"]))
-    inner.normalizer = normalizers.BertNormalizer(lowercase=True)
+    # bert-base-cased keeps accents too: BertNormalizer strips them only when lower-casing.
+    inner.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     inner.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     inner.decoder = decoders.WordPiece(prefix="##")
     trainer = trainers.WordPieceTrainer(

@@ -94,3 +94,16 @@ def test_tokenizer_without_separator_is_an_error():
 
     with pytest.raises(LmforgeError, match="separator"):
         _ = Tokenizer(inner).separator_id
+
+
+def test_wordpiece_lower_cases_unless_cased(corpus: list[str]):
+    uncased = train_tokenizer("wordpiece", 400, small(corpus))
+    cased = train_tokenizer("wordpiece", 400, small(corpus), cased=True)
+    text = "The Python Language"
+    assert uncased.decode(uncased.encode(text)) == "the python language"
+    assert cased.decode(cased.encode(text)) == text
+
+
+def test_cased_is_refused_for_kinds_that_always_keep_case(corpus: list[str]):
+    with pytest.raises(LmforgeError, match="--cased is for wordpiece tokenizers; bpe ones"):
+        train_tokenizer("bpe", 300, small(corpus), cased=True)
