@@ -56,6 +56,11 @@ def _add_zero_shot_arguments(parser: argparse.ArgumentParser) -> None:
         "--normalize", choices=("none", "length"), default="none",
         help="score: sum of the word's token log-probs (none) or their mean (length)",
     )  # fmt: skip
+    parser.add_argument(
+        "--calibrate", action="store_true",
+        help="contextual calibration (Zhao et al. 2021): divide out the label probabilities of "
+        "content-free inputs (N/A, empty, [MASK]) under the same prompt",
+    )  # fmt: skip
     parser.add_argument("--output", metavar="DIR", help="write metrics.json, predictions.jsonl")
     parser.add_argument("--max-examples", type=int, default=0, help="first N examples; 0: all")
     parser.add_argument("--seed", type=int, default=0, help="seed of the demonstrations")
@@ -116,6 +121,15 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         model, tokenizer, verbalizer, contexts, normalize=args.normalize,
         batch_size=args.batch_size,
     )  # fmt: skip
+    if args.calibrate:
+        content_free = [
+            zero_shot.build_context(verbalizer, demonstrations, e)
+            for e in zero_shot.content_free_examples(len(fields))
+        ]
+        content_free_scores = zero_shot.score_labels(
+            model, tokenizer, verbalizer, content_free, normalize=args.normalize
+        )
+        scores = zero_shot.calibrate(scores, content_free_scores)
     seconds = time.perf_counter() - started
     predictions = [zero_shot.predict_label(row) for row in scores]
     references = [e.label for e in examples]
@@ -126,7 +140,8 @@ def run_zero_shot(args: argparse.Namespace) -> int:
             "pretrained": str(args.pretrained), "init": args.init, "data": str(args.data),
             "train": args.train,
             "shots": args.shots, "seed": args.seed, "label_words": words, "template": template,
-            "normalize": args.normalize, "num_examples": len(examples),
+            "normalize": args.normalize, "calibrate": args.calibrate,
+            "num_examples": len(examples),
             "demonstrations": [verbalizer.demonstration(d) for d in demonstrations],
         }  # fmt: skip
         _write_outputs(Path(args.output), {**metrics, **settings}, examples, predictions, scores)
@@ -173,7 +188,10 @@ def _print_metrics(
     metrics: dict[str, float], args: argparse.Namespace, count: int, seconds: float
 ) -> None:
     shots = f"{args.shots}-shot" if args.shots else "zero-shot"
-    print(f"{shots} classification of {count} examples of {args.data} ({seconds:.1f} s)")
+    calibrated = ", calibrated" if args.calibrate else ""
+    print(
+        f"{shots}{calibrated} classification of {count} examples of {args.data} ({seconds:.1f} s)"
+    )
     print(f"{'':<16}{'accuracy':>10}{'macro-F1':>10}")
     for name, key in (
         ("model", ""),

@@ -13,6 +13,12 @@ Each label has a word (its verbalizer, e.g. 1 -> "positive"). An example is writ
 and each label is scored by the log-likelihood of " WORD" given that context: the sum of the
 log-probabilities of its tokens, or their mean (normalize="length", which favours no label for
 being tokenized into fewer pieces). The prediction is the best-scoring label.
+
+A prompt favours some labels whatever the input (small models often name one label for every
+example). Contextual calibration (Zhao et al. 2021, "Calibrate Before Use") measures that bias on
+content-free inputs ("N/A", "", "[MASK]" in place of every text, same demonstrations) and divides
+it out: with p the label probabilities renormalised over the labels and p_cf their mean over the
+content-free inputs, the calibrated score is log p(label | x) - log p_cf(label).
 """
 
 from __future__ import annotations
@@ -239,6 +245,29 @@ def score_labels(
         reduce = torch.mean if normalize == "length" else torch.sum
         scores.append({label: float(reduce(lp)) for label, lp in zip(labels, row, strict=True)})
     return scores
+
+
+CONTENT_FREE_TEXTS = ("N/A", "", "[MASK]")
+"""The content-free inputs of Zhao et al. (2021), section 5."""
+
+
+def content_free_examples(num_fields: int) -> list[ClassificationExample]:
+    """One unlabelled example per content-free text, that text in every field."""
+    return [ClassificationExample((text,) * num_fields, None) for text in CONTENT_FREE_TEXTS]
+
+
+def calibrate(
+    scores: Sequence[dict[str, float]], content_free_scores: Sequence[dict[str, float]]
+) -> list[dict[str, float]]:
+    """Contextual calibration: each example's log p(label | x), renormalised over the labels,
+    minus the log of the mean renormalised probability the content-free inputs give the label."""
+    labels = list(content_free_scores[0])
+
+    def renormalised(row: dict[str, float]) -> torch.Tensor:
+        return torch.tensor([row[label] for label in labels], dtype=torch.float64).log_softmax(0)
+
+    bias = torch.stack([renormalised(row).exp() for row in content_free_scores]).mean(0).log()
+    return [dict(zip(labels, (renormalised(row) - bias).tolist(), strict=True)) for row in scores]
 
 
 def predict_label(scores: dict[str, float]) -> str:

@@ -4,6 +4,7 @@ computation, padding, demonstrations, bad input, and `lmforge evaluate zero-shot
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,13 @@ from lmforge.tasks.zero_shot import (
     Verbalizer,
     baselines,
     build_context,
+    calibrate,
     check_labels,
     choose_demonstrations,
+    content_free_examples,
     continuation_log_probs,
     parse_label_words,
+    predict_label,
     score_labels,
 )
 from lmforge.training.pretrained import load_pretrained
@@ -132,6 +136,21 @@ def test_baselines_of_an_unbalanced_set() -> None:
     assert scores["random_macro_f1"] == pytest.approx(100 * (6 / 10 + 2 / 6) / 2)
 
 
+def test_calibration_divides_out_the_content_free_label_probabilities() -> None:
+    """Zhao et al. (2021): q = p / p_cf (renormalised over the labels), by hand for two labels."""
+    scores = [{"0": math.log(0.6), "1": math.log(0.2)}, {"0": math.log(0.1), "1": math.log(0.1)}]
+    content_free = [{"0": math.log(0.8), "1": math.log(0.2)}, {"0": math.log(0.6), "1": 0.0}]
+    # renormalised content-free: (0.8, 0.2) and (0.6 / 1.6, 1 / 1.6); their mean is p_cf.
+    p_cf = [(0.8 + 0.375) / 2, (0.2 + 0.625) / 2]
+    calibrated = calibrate(scores, content_free)
+    expected_first = [math.log(0.75 / p_cf[0]), math.log(0.25 / p_cf[1])]
+    assert list(calibrated[0].values()) == pytest.approx(expected_first)
+    # An input the prompt alone explains (equal label probabilities) now goes to the label the
+    # prompt disfavours; uncalibrated, the first label would win the tie.
+    assert predict_label(calibrated[1]) == "1" and predict_label(scores[1]) == "0"
+    assert [e.texts for e in content_free_examples(2)] == [("N/A",) * 2, ("",) * 2, ("[MASK]",) * 2]
+
+
 def _sst(tmp_path: Path, name: str, source: str, count: int) -> Path:
     lines = shared_file(f"sst/{source}").read_text().splitlines()[:count]
     (tmp_path / name).write_text("\n".join(lines) + "\n")
@@ -144,13 +163,15 @@ def test_evaluate_zero_shot_end_to_end(tiny_pretrained, tmp_path, capsys) -> Non
     out = tmp_path / "out"
     code = main(["evaluate", "zero-shot", str(tiny_pretrained("gpt2-tiny")), "--data", str(dev),
                  "--train", str(train), "--shots", "2", "--label-words", "0=negative,1=positive",
-                 "--template", r"Review: {text}\nSentiment:", "--output", str(out)])  # fmt: skip
+                 "--template", r"Review: {text}\nSentiment:", "--output", str(out),
+                 "--calibrate"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "majority class" in printed and "uniform random" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["accuracy"] <= 100 and 0 <= metrics["macro_f1"] <= 100
     assert metrics["random_accuracy"] == 50.0 and metrics["num_examples"] == 40
+    assert metrics["calibrate"] is True
     assert len(metrics["demonstrations"]) == 2
     assert metrics["demonstrations"][0].startswith("Review: ")
     assert "\nSentiment: " in metrics["demonstrations"][0]
