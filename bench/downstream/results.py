@@ -3,7 +3,9 @@
 Usage: python bench/downstream/results.py [OUT]   (default runs/downstream)
 Pretraining: steps, tokens, training minutes and the last validation numbers of each model.
 Downstream: the test (else validation) score from the pretrained weights and from a random
-initialisation of the same architecture, and the difference in points.
+initialisation of the same architecture, and the difference in points. Where finetune.sh ran a
+grid of learning rates (run folders PREFIX-INIT-lrLR), each init's row is its run with the best
+validation score (the last metric key), whose learning rate is shown.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ ROWS = [
     ("sst2-bert", "SST-2 accuracy", ["accuracy"]),
     ("sst2-gpt2", "SST-2 accuracy", ["accuracy"]),
     ("sst2-t5", "SST-2 accuracy", ["accuracy"]),
-    ("zeroshot-sst2-gpt2", "SST-2 zero-shot accuracy", ["accuracy"]),
+    ("zeroshot-plain-sst2-gpt2", "SST-2 zero-shot accuracy", ["accuracy"]),
+    ("zeroshot-calibrated-sst2-gpt2", "SST-2 zero-shot accuracy, calibrated", ["accuracy"]),
     ("conll-bert", "CoNLL-2003 entity F1", ["f1"]),
     ("squad-bert", "SQuAD v1.1 EM / F1", ["exact_match", "f1"]),
     ("multi30k-t5", "Multi30k en-de BLEU", ["bleu"]),
@@ -27,17 +30,23 @@ ROWS = [
 ]
 
 
-def _score(run: Path, keys: list[str]) -> tuple[list[float], str, float] | None:
-    file = run / "metrics.json"
-    if not file.is_file():
+def _score(run: Path, keys: list[str]) -> tuple[list[float], str, float, str] | None:
+    """(scores, split, training seconds, learning rate) of the best run of one (task, init)."""
+    candidates = [run] if run.is_dir() else sorted(run.parent.glob(f"{run.name}-lr*"))
+    finished = [c for c in candidates if (c / "metrics.json").is_file()]
+    if not finished:
         return None
-    results = json.loads(file.read_text())
-    if "data" in results:  # zero-shot: metrics at the top level, the evaluated file named
-        split, values = ("test" if "test" in Path(results["data"]).name else "validation"), results
-    else:
-        split = "test" if "test" in results else "validation"
-        values = results[split]
-    return [float(values[k]) for k in keys], split, float(results.get("train_seconds", 0.0))
+    loaded = {c: json.loads((c / "metrics.json").read_text()) for c in finished}
+    if "data" in loaded[finished[0]]:  # zero-shot: metrics at the top level, the file named
+        results = loaded[finished[0]]
+        split = "test" if "test" in Path(results["data"]).name else "validation"
+        return [float(results[k]) for k in keys], split, 0.0, "-"
+    best = max(finished, key=lambda c: float(loaded[c]["validation"][keys[-1]]))
+    results = loaded[best]
+    split = "test" if "test" in results else "validation"
+    lr = best.name.rsplit("-lr", 1)[1] if "-lr" in best.name else "-"
+    values = results[split]
+    return [float(values[k]) for k in keys], split, float(results["train_seconds"]), lr
 
 
 def pretraining_table(out: Path) -> None:
@@ -58,8 +67,11 @@ def pretraining_table(out: Path) -> None:
 
 
 def downstream_table(out: Path) -> None:
-    print("| task | model | split | pretrained | random init | difference | minutes (pretrained) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| task | model | split | pretrained | random init | difference | lr (pretrained / random) "
+        "| minutes (pretrained) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     show = " / ".join
     for prefix, task, keys in ROWS:
         pre = _score(out / f"{prefix}-pretrained", keys)
@@ -70,9 +82,10 @@ def downstream_table(out: Path) -> None:
         random_cell = show(f"{v:.1f}" for v in rand[0]) if rand else "-"
         diff = show(f"{p - r:+.1f}" for p, r in zip(pre[0], rand[0], strict=True)) if rand else "-"
         minutes = f"{pre[2] / 60:.1f}" if pre[2] else "-"
+        lrs = f"{pre[3]} / {rand[3]}" if rand else pre[3]
         print(
             f"| {task} | {model} | {pre[1]} | {show(f'{v:.1f}' for v in pre[0])} | "
-            f"{random_cell} | {diff} | {minutes} |"
+            f"{random_cell} | {diff} | {lrs} | {minutes} |"
         )
 
 
