@@ -73,6 +73,7 @@ def _uses_onednn(*tensors: torch.Tensor) -> bool:
         and all(t.dtype == torch.float32 for t in tensors)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
+        and torch.backends.mkldnn.enabled  # a user who switched oneDNN off keeps it off
         and onednn_enabled()
     )
 
