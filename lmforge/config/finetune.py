@@ -86,9 +86,7 @@ class FinetuneTrainSection:
         _require(self.lr > 0, "train.lr must be > 0")
         _require(0 <= self.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)")
         _require(self.grad_clip >= 0, "train.grad_clip must be >= 0")
-        _require(
-            self.dropout is None or 0 <= self.dropout < 1, "train.dropout must be in [0, 1)"
-        )
+        _require(self.dropout is None or 0 <= self.dropout < 1, "train.dropout must be in [0, 1)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -115,7 +115,10 @@ def load_hf_model_dir(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[s
     if fresh:
         logger.warning(
             "%s holds a bare %s body without its pretraining head (%s*): the head is initialised "
-            "fresh; fine-tuning does not use it", path, model_type, "/".join(head)
+            "fresh; fine-tuning does not use it",
+            path,
+            model_type,
+            "/".join(head),
         )
     return cfg, hf_state_dict_to_ours(family, hf_sd, cfg, fresh_prefixes=fresh)
 
