@@ -49,13 +49,19 @@ def _score(run: Path, keys: list[str]) -> tuple[list[float], str, float, str] | 
     return [float(values[k]) for k in keys], split, float(results["train_seconds"]), lr
 
 
+# The pretraining step each model is fine-tuned from, where finetune.sh does not take the last one.
+FINETUNED_FROM = {"t5": 7000}
+
+
 def pretraining_table(out: Path) -> None:
+    """The logged training and validation numbers at the step fine-tuning starts from."""
     print("| model | steps | tokens | training minutes | val loss | val accuracy / bits per byte |")
     print("|---|---|---|---|---|---|")
     for name in ("bert", "gpt2", "t5"):
         rows = [json.loads(line) for line in (out / name / "metrics.jsonl").open()]
-        train = [r for r in rows if "loss" in r]
-        val = [r for r in rows if "val_loss" in r]
+        last_step = FINETUNED_FROM.get(name, rows[-1]["step"] if rows else 0)
+        train = [r for r in rows if "loss" in r and r["step"] <= last_step]
+        val = [r for r in rows if "val_loss" in r and r["step"] <= last_step]
         if not train or not val:
             continue
         last = val[-1]
