@@ -57,7 +57,8 @@ for model in "${MODELS[@]}"; do
     t5)
       # T5's own vocabulary also covers the languages of its translation tasks (Raffel et al.
       # 2020, section 2.2); ours sees the Multi30k German training captions so that en->de has
-      # German pieces. The pretraining text stays English.
+      # German pieces. The pretraining text stays English. 8,500 steps took 33 minutes in the run of
+      # docs/results.md, not the 28 they were measured at: finetune.sh starts from step 7,000.
       prepare unigram t5 "$DATA/multi30k/train.de"
       pretrain t5 t5-tiny 8500 1e-3 --objective.kind=span_corruption
       ;;
