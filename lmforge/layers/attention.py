@@ -17,6 +17,7 @@ from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.linear import Linear
 from lmforge.layers.masks import AttentionMask
 from lmforge.layers.positions import Rotary, apply_rotary
+from lmforge.layers.unpadding import Unpadded
 from lmforge.models.config import AttentionConfig
 
 
@@ -53,19 +54,23 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
         layer_index: int = 0,
         memory: torch.Tensor | None = None,
+        unpadded: Unpadded | None = None,
     ) -> torch.Tensor:
-        """x: (B, T, D); memory: (B, S, D) encoder output for cross-attention. Returns (B, T, D)."""
+        """x: (B, T, D), or (N, D) real tokens with `unpadded`, which the output follows;
+        memory: (B, S, D) encoder output for cross-attention."""
         if self.is_cross:
             q, k, v = self._cross_qkv(x, memory, cache, layer_index)
         else:
-            q, k, v = self._split_heads(self.qkv_proj(x), 3)
+            qkv = self.qkv_proj(x)
+            q, k, v = self._split_heads(qkv if unpadded is None else unpadded.pad(qkv), 3)
             q, k = apply_rotary(q, k, rotary)
             if cache is not None:
                 k, v = cache.update(layer_index, k, v)
         dropout_p = self.dropout if self.training else 0.0
         out = attend(q, k, v, mask=mask, scale=self.scale, dropout_p=dropout_p)
         B, _, T, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, -1))
+        out = out.transpose(1, 2).reshape(B, T, -1)
+        return self.out_proj(out if unpadded is None else unpadded.unpad(out))
 
     def _cross_qkv(
         self, x: torch.Tensor, memory: torch.Tensor | None, cache: KVCache | None, layer_index: int

@@ -20,6 +20,7 @@ from lmforge.layers.masks import AttentionMask
 from lmforge.layers.mlp import MLP
 from lmforge.layers.norms import build_norm
 from lmforge.layers.positions import Rotary
+from lmforge.layers.unpadding import Unpadded
 from lmforge.models.config import ModelConfig
 
 
@@ -61,12 +62,16 @@ class TransformerBlock(nn.Module):
         layer_index: int = 0,
         memory: torch.Tensor | None = None,
         memory_mask: AttentionMask | None = None,
+        unpadded: Unpadded | None = None,
     ) -> torch.Tensor:
-        """x: (B, T, D) -> (B, T, D); memory: (B, S, D) encoder output when cross-attending."""
+        """x: (B, T, D) -> (B, T, D), or (N, D) -> (N, D) real tokens with `unpadded` (stacks
+        without cross-attention); memory: (B, S, D) encoder output when cross-attending."""
         wiring = dict(placement=self.placement, dropout=self.dropout)
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:
-            return self.self_attn(h, mask=mask, rotary=rotary, cache=cache, layer_index=layer_index)
+            return self.self_attn(
+                h, mask=mask, rotary=rotary, cache=cache, layer_index=layer_index, unpadded=unpadded
+            )
 
         x = residual(x, self_attention, self.self_attn_norm, **wiring)
         if self.cross_attn is not None:

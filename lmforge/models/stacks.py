@@ -18,6 +18,7 @@ from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.masks import AttentionMask, build_attention_mask
 from lmforge.layers.norms import build_norm
 from lmforge.layers.positions import build_positions
+from lmforge.layers.unpadding import Unpadded
 from lmforge.models.config import ModelConfig
 
 
@@ -27,6 +28,7 @@ class Stack(nn.Module):
     ) -> None:
         super().__init__()
         self.is_causal = is_causal
+        self.has_cross_attention = has_cross_attention
         self.embedding_scale = cfg.d_model**0.5 if cfg.embedding.scale == "sqrt_d_model" else None
         self.positions = build_positions(
             cfg.position,
@@ -103,6 +105,18 @@ class Stack(nn.Module):
             cross_mask = self._cross_mask(memory_mask, T, token_embeds)
         rotary = self.positions.rotary(position_ids)
         x = self.embed(token_embeds, position_ids, segment_ids)
+        # A padded batch without a cache or cross-attention (fine-tuning, scoring) runs on its real
+        # tokens only; pads come out as zeros.
+        unpadded = None
+        if (
+            attention_mask is not None
+            and cache is None
+            and not self.has_cross_attention
+            and not torch.compiler.is_compiling()  # data-dependent shapes: compile keeps the pads
+        ):
+            unpadded = Unpadded.of(attention_mask)
+        if unpadded is not None:
+            x = unpadded.unpad(x)
         for index, block in enumerate(self.blocks):
             x = block(
                 x,
@@ -112,10 +126,12 @@ class Stack(nn.Module):
                 layer_index=index,
                 memory=memory,
                 memory_mask=cross_mask,
+                unpadded=unpadded,
             )
         if cache is not None:
             cache.advance(T)
-        return x if self.final_norm is None else self.final_norm(x)
+        x = x if self.final_norm is None else self.final_norm(x)
+        return x if unpadded is None else unpadded.pad(x)
 
     @staticmethod
     def _cross_mask(memory_mask: torch.Tensor | None, T: int, like: torch.Tensor) -> AttentionMask:
