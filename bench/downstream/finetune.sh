@@ -80,7 +80,8 @@ for model in "${MODELS[@]}"; do
     t5)
       # The seq2seq model generates the label word; beam search makes its evaluations the
       # slowest on 2 CPU cores: one learning rate for SST-2 and for the generation tasks, and the
-      # first 300 (Multi30k) / 200 (SciTLDR) validation and test examples.
+      # first 10,000 Multi30k training pairs, the first 300 (Multi30k) / 200 (SciTLDR) validation
+      # and test examples.
       LRS=1e-3 PRETRAINED=$T5 sst2 t5 --task.label_words=0=negative,1=positive \
         --task.prefix="sst2 sentence: " --train.epochs=3
       LRS=1e-3 run "multi30k-t5" seq2seq "$T5" --data.train="$DATA/multi30k/train" \
@@ -88,7 +89,7 @@ for model in "${MODELS[@]}"; do
         --task.source_lang=en --task.target_lang=de --task.kind=translation \
         --task.prefix="translate English to German: " --task.max_source_length=64 \
         --task.max_target_length=64 --task.num_beams=4 --train.epochs=3 --train.batch_size=64 \
-        --data.max_eval_examples=300 --eval.batch_size=128
+        --data.max_train_examples=10000 --data.max_eval_examples=300 --eval.batch_size=128
       LRS=1e-3 run "scitldr-t5" seq2seq "$T5" --data.train="$DATA/scitldr/train.jsonl" \
         --data.validation="$DATA/scitldr/dev.jsonl" --data.test="$DATA/scitldr/test.jsonl" \
         --task.kind=summarization --task.prefix="summarize: " --task.max_source_length=192 \
