@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lmforge.data.labelled import read_classification
+from lmforge.data.tokenizer import load_tokenizer
 from lmforge.layers import unpadding
 from lmforge.models.lm import build_model
 from lmforge.models.presets import get_preset
@@ -29,6 +31,7 @@ from lmforge.training.allocator import keep_freed_memory
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import autocast_context
 
+SST2_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst" / "stsa.binary.train"
 NEVER, ALWAYS = 2.0, 0.0  # MIN_PADDING_FRACTION values that switch padding removal off / on
 
 
@@ -77,14 +80,13 @@ def time_both(step, steps: int) -> tuple[float, float]:
 def sst2_padding(tokenizer_dir: str, batch_size: int, max_length: int) -> float | None:
     """Padding fraction of SST-2 training batches (padded to their longest row, as the classify
     task collates them) under a WordPiece tokenizer."""
-    data = Path("../shared/data/sst/stsa.binary.train")
-    if not data.is_file():
+    if not SST2_TRAIN.is_file():
         return None
-    from lmforge.data.tokenizer import load_tokenizer
-
     tokenizer = load_tokenizer(Path(tokenizer_dir))
-    texts = [line.split(" ", 1)[1] for line in data.read_text(encoding="latin-1").splitlines()]
-    lengths = [min(len(tokenizer.encode(text)) + 2, max_length) for text in texts]  # + CLS, SEP
+    examples = read_classification(SST2_TRAIN, text_fields=["text"], label_field="label")
+    lengths = [  # + CLS, SEP
+        min(len(tokenizer.encode(example.texts[0])) + 2, max_length) for example in examples
+    ]
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(lengths), generator=generator).tolist()
     real = padded = 0

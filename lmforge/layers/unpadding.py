@@ -36,11 +36,11 @@ class Unpadded:
         the faster one."""
         min_padding = MIN_PADDING_FRACTION if min_padding is None else min_padding
         B, T = attention_mask.shape
-        keep = attention_mask.reshape(-1).bool()
-        real = int(keep.sum())
+        indices = attention_mask.reshape(-1).nonzero().squeeze(1)
+        real = indices.numel()
         if B * T - real < min_padding * B * T or real == 0:
             return None
-        return cls(keep.nonzero().squeeze(1), B, T)
+        return cls(indices, B, T)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...): the real tokens' rows."""
