@@ -13,9 +13,9 @@ import argparse
 import torch.nn.functional as F
 
 from lmforge.bench import _random_batch, median_step_seconds, our_train_step
+from lmforge.config.presets import get_preset
 from lmforge.models import heads
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 from lmforge.training.allocator import keep_freed_memory
 
 

@@ -16,10 +16,10 @@ import time
 
 import torch
 
+from lmforge.config.presets import get_preset
 from lmforge.generation.search import BeamConfig, beam_search_seq2seq
 from lmforge.interop.hf import build_hf_model
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 from lmforge.training.allocator import keep_freed_memory
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lmforge.config.presets import get_preset
 from lmforge.data.labelled import read_classification
 from lmforge.data.tokenizer import load_tokenizer
 from lmforge.layers import unpadding
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 from lmforge.tasks.classification import SequenceClassifier
 from lmforge.training.allocator import keep_freed_memory
 from lmforge.training.optim import build_optimizer

@@ -17,8 +17,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from lmforge.bench import DEFAULT_SHAPES, _batch, our_train_step
 from lmforge.cli.main import main as lmforge_main
+from lmforge.config.presets import get_preset
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 from lmforge.training.allocator import keep_freed_memory
 
 

@@ -25,11 +25,11 @@ from multiprocessing.connection import Connection
 
 import torch
 
+from lmforge.config.model import ModelConfig
+from lmforge.config.presets import get_preset
 from lmforge.errors import LmforgeError
-from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 from lmforge.training.allocator import keep_freed_memory
 from lmforge.training.flops import measure_matmul_peak, training_flops_per_token
 from lmforge.training.optim import build_optimizer

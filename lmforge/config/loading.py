@@ -15,10 +15,10 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from lmforge.config.model import ModelConfig
+from lmforge.config.presets import get_preset
 from lmforge.config.schema import RunConfig
 from lmforge.errors import LmforgeError
-from lmforge.models.config import ModelConfig
-from lmforge.models.presets import get_preset
 
 T = TypeVar("T")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}

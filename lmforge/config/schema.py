@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lmforge.config.model import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.models.config import ModelConfig
 
 
 def _require(condition: bool, message: str) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lmforge.config.model import AttentionConfig
 from lmforge.layers.attention_kernels import attend
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.linear import Linear
 from lmforge.layers.masks import AttentionMask
 from lmforge.layers.positions import Rotary, apply_rotary
 from lmforge.layers.unpadding import Unpadded
-from lmforge.models.config import AttentionConfig
 
 
 class Attention(nn.Module):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lmforge.config.model import ModelConfig
 from lmforge.layers.attention import Attention
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.masks import AttentionMask
@@ -21,7 +22,6 @@ from lmforge.layers.mlp import MLP
 from lmforge.layers.norms import build_norm
 from lmforge.layers.positions import Rotary
 from lmforge.layers.unpadding import Unpadded
-from lmforge.models.config import ModelConfig
 
 
 def residual(

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.config.model import MLPConfig
 from lmforge.layers.linear import Linear
-from lmforge.models.config import MLPConfig
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,  # exact, erf-based (BERT, BART)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.models.config import NormConfig
+from lmforge.config.model import NormConfig
 
 
 class LayerNorm(nn.Module):

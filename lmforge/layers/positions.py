@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from lmforge.models.config import PositionConfig
+from lmforge.config.model import PositionConfig
 
 Rotary = tuple[torch.Tensor, torch.Tensor]
 

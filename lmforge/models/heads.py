@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.config.model import ModelConfig
 from lmforge.layers.linear import Linear, linear, matmul_nt, matmul_tn
 from lmforge.layers.mlp import ACTIVATIONS
 from lmforge.layers.norms import build_norm
-from lmforge.models.config import ModelConfig
 
 IGNORE_INDEX = -100
 """Label of positions that carry no target (padding, unmasked tokens of MLM)."""

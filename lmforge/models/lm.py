@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lmforge.config.model import ModelConfig
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.norms import LayerNorm, RMSNorm
-from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX, LMHead, Pooler, token_loss_sum
 from lmforge.models.stacks import Stack
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lmforge.config.model import ModelConfig
 from lmforge.layers.block import TransformerBlock
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.masks import AttentionMask, build_attention_mask
 from lmforge.layers.norms import build_norm
 from lmforge.layers.positions import build_positions
 from lmforge.layers.unpadding import Unpadded
-from lmforge.models.config import ModelConfig
 
 
 class Stack(nn.Module):

@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from lmforge.config.model import ModelConfig
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
-from lmforge.models.config import ModelConfig
 from lmforge.models.lm import LanguageModel
 
 

@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from lmforge.config.finetune import CausalOptions
+from lmforge.config.model import ModelConfig
 from lmforge.data.prompts import PromptExample, read_prompts
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.evaluation.squad import exact_match_score, f1_score
-from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import LanguageModel
 from lmforge.tasks.base import Task, pad_batch, to_model_device

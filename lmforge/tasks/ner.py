@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmforge.config.model import ModelConfig
 from lmforge.data.conll import (
     TaggedSentence,
     detect_scheme,
@@ -37,7 +38,6 @@ from lmforge.data.conll import (
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.evaluation.seqeval import entity_scores
-from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX, TaskHead, token_loss_sum
 from lmforge.models.lm import LanguageModel
 from lmforge.tasks.base import Task, backbone_hidden, encoder_framing, pad_batch

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config.finetune import QAOptions
+from lmforge.config.model import ModelConfig
 from lmforge.data.squad import QAExample, read_squad, split_by_article
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.evaluation.squad import squad_scores
-from lmforge.models.config import ModelConfig
 from lmforge.models.heads import TaskHead
 from lmforge.models.lm import LanguageModel
 from lmforge.tasks.base import (

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from lmforge.config.finetune import Seq2SeqOptions
+from lmforge.config.model import ModelConfig
 from lmforge.data.pairs import Seq2SeqExample, read_pairs
 from lmforge.data.records import split_by_group
 from lmforge.data.tokenizer import Tokenizer
@@ -41,7 +42,6 @@ from lmforge.generation.search import (
     decoder_start_id,
     generate_seq2seq,
 )
-from lmforge.models.config import ModelConfig
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import EncoderDecoderModel, LanguageModel
 from lmforge.objectives.span_corruption import shift_right

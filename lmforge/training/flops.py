@@ -12,8 +12,8 @@ import time
 
 import torch
 
+from lmforge.config.model import ModelConfig
 from lmforge.layers.linear import matmul_nt
-from lmforge.models.config import ModelConfig
 
 
 def matmul_parameters(cfg: ModelConfig, *, target_fraction: float = 1.0) -> int:

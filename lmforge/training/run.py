@@ -15,13 +15,13 @@ import torch
 import yaml
 
 from lmforge.config.loading import dump_yaml, to_dict
+from lmforge.config.model import ModelConfig
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset, read_manifest
 from lmforge.data.tokenizer import Tokenizer, load_tokenizer
 from lmforge.distributed.parallelize import parallelize
 from lmforge.distributed.setup import barrier, init_distributed
 from lmforge.errors import LmforgeError
-from lmforge.models.config import ModelConfig
 from lmforge.models.lm import build_model
 from lmforge.objectives.base import build_objective, resolve_objective_kind
 from lmforge.training.checkpoint import latest_checkpoint, load_model_weights, resolve_checkpoint

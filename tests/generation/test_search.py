@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
+from lmforge.config.presets import get_preset
 from lmforge.generation.search import SamplingConfig, choose_next_token, generate, left_pad
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 
 
 def tiny_decoder(name: str):

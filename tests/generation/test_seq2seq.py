@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from lmforge.config.presets import get_preset
 from lmforge.errors import LmforgeError
 from lmforge.generation.search import (
     BeamConfig,
@@ -15,7 +16,6 @@ from lmforge.generation.search import (
     generate_seq2seq,
 )
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 
 EOS = 1
 

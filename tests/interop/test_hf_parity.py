@@ -14,6 +14,7 @@ import torch
 
 pytest.importorskip("transformers")
 
+from lmforge.config.model import ModelConfig  # noqa: E402
 from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.interop.hf import (  # noqa: E402
     build_hf_model,
@@ -27,7 +28,6 @@ from lmforge.interop.hf.convert import (  # noqa: E402
     hf_state_dict_to_ours,
     ours_to_hf_state_dict,
 )
-from lmforge.models.config import ModelConfig  # noqa: E402
 from lmforge.models.heads import IGNORE_INDEX  # noqa: E402
 from lmforge.models.lm import build_model  # noqa: E402
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge.config.presets import get_preset
 from lmforge.layers import unpadding
 from lmforge.layers.unpadding import Unpadded
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 
 
 def _mask(lengths: list[int], length: int) -> torch.Tensor:

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from lmforge.models.config import ModelConfig, NormConfig, PositionConfig
+from lmforge.config.model import ModelConfig, NormConfig, PositionConfig
+from lmforge.config.presets import PRESETS, get_preset
 from lmforge.models.lm import build_model
-from lmforge.models.presets import PRESETS, get_preset
 
 
 def tiny(name: str, **changes) -> ModelConfig:

@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 import torch
 
+from lmforge.config.presets import get_preset
 from lmforge.config.schema import ObjectiveSection
 from lmforge.data.tokenizer import train_tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 from lmforge.objectives.base import build_objective
 from lmforge.objectives.mlm import MaskedLM, special_token_table
 from lmforge.training.optim import build_optimizer

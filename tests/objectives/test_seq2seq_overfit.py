@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from lmforge.config.presets import get_preset
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 from lmforge.objectives.denoising import BartDenoising
 from lmforge.objectives.span_corruption import SpanCorruption
 from lmforge.training.optim import build_optimizer

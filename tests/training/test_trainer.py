@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from lmforge.cli.main import main
+from lmforge.config.presets import get_preset
 from lmforge.data.prepare import prepare_data
 from lmforge.data.tokenizer import train_tokenizer
 from lmforge.models.lm import build_model
-from lmforge.models.presets import get_preset
 from lmforge.training.optim import build_optimizer
 from lmforge.training.trainer import Trainer
 from tests.conftest import REPO_ROOT, TINY_MODEL, shared_file

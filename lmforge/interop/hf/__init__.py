@@ -18,6 +18,7 @@ from types import ModuleType
 
 import torch
 
+from lmforge.config.model import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.interop.hf.convert import (
     extra_keys,
@@ -25,7 +26,6 @@ from lmforge.interop.hf.convert import (
     mismatched_fields,
     ours_to_hf_state_dict,
 )
-from lmforge.models.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 

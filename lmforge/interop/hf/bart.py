@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import Transform, require_fields
-from lmforge.models.config import (
+from lmforge.config.model import (
     AttentionConfig,
     EmbeddingConfig,
     HeadConfig,
@@ -27,6 +25,8 @@ from lmforge.models.config import (
     NormConfig,
     PositionConfig,
 )
+from lmforge.errors import LmforgeError
+from lmforge.interop.hf.convert import Transform, require_fields
 
 MODEL_TYPE = "bart"
 BASE_PREFIX = "model."

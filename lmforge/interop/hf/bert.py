@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import require_fields
-from lmforge.models.config import (
+from lmforge.config.model import (
     AttentionConfig,
     EmbeddingConfig,
     HeadConfig,
@@ -28,6 +26,8 @@ from lmforge.models.config import (
     NormConfig,
     PositionConfig,
 )
+from lmforge.errors import LmforgeError
+from lmforge.interop.hf.convert import require_fields
 
 MODEL_TYPE = "bert"
 BASE_PREFIX = "bert."

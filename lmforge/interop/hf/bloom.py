@@ -14,9 +14,7 @@ from typing import Any
 
 import torch
 
-from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import Transform, require_fields
-from lmforge.models.config import (
+from lmforge.config.model import (
     AttentionConfig,
     EmbeddingConfig,
     MLPConfig,
@@ -24,6 +22,8 @@ from lmforge.models.config import (
     NormConfig,
     PositionConfig,
 )
+from lmforge.errors import LmforgeError
+from lmforge.interop.hf.convert import Transform, require_fields
 
 MODEL_TYPE = "bloom"
 BASE_PREFIX = "transformer."

@@ -37,8 +37,8 @@ from types import ModuleType
 
 import torch
 
+from lmforge.config.model import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.models.config import ModelConfig
 from lmforge.models.lm import build_model
 
 _EMBEDDING_KEY = "token_embed.weight"

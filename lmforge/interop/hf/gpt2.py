@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import TRANSPOSE, require_fields
-from lmforge.models.config import (
+from lmforge.config.model import (
     AttentionConfig,
     EmbeddingConfig,
     MLPConfig,
@@ -22,6 +20,8 @@ from lmforge.models.config import (
     NormConfig,
     PositionConfig,
 )
+from lmforge.errors import LmforgeError
+from lmforge.interop.hf.convert import TRANSPOSE, require_fields
 
 MODEL_TYPE = "gpt2"
 BASE_PREFIX = "transformer."

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmforge.config.model import ModelConfig, PositionConfig
 from lmforge.errors import LmforgeError
 from lmforge.interop.hf.bert import (
     REQUIRED as BERT_REQUIRED,
@@ -23,7 +24,6 @@ from lmforge.interop.hf.bert import (
     encoder_key_map,
 )
 from lmforge.interop.hf.convert import require_fields
-from lmforge.models.config import ModelConfig, PositionConfig
 
 MODEL_TYPE = "roberta"
 BASE_PREFIX = "roberta."

@@ -25,9 +25,7 @@ from typing import Any
 
 import torch
 
-from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import mismatched_fields, require_fields
-from lmforge.models.config import (
+from lmforge.config.model import (
     AttentionConfig,
     EmbeddingConfig,
     HeadConfig,
@@ -36,6 +34,8 @@ from lmforge.models.config import (
     NormConfig,
     PositionConfig,
 )
+from lmforge.errors import LmforgeError
+from lmforge.interop.hf.convert import mismatched_fields, require_fields
 
 MODEL_TYPE = "t5"
 BASE_PREFIX = ""

@@ -10,8 +10,7 @@ unless
 
 from __future__ import annotations
 
-from lmforge.errors import LmforgeError
-from lmforge.models.config import (
+from lmforge.config.model import (
     AttentionConfig,
     EmbeddingConfig,
     HeadConfig,
@@ -20,6 +19,7 @@ from lmforge.models.config import (
     NormConfig,
     PositionConfig,
 )
+from lmforge.errors import LmforgeError
 
 # GPT-2 (Radford et al. 2019; openai-community/gpt2 config.json): pre-norm LayerNorm eps 1e-5,
 # learned
