@@ -6,13 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-_TASK_HELP = {
-    "classify": "sentence (pair) classification: csv/tsv/jsonl or `LABEL TEXT` lines (SST, TREC)",
-    "tag": "token classification (NER) from CoNLL files, IOB1 or BIO2",
-    "qa": "extractive question answering from SQuAD-format JSON",
-    "seq2seq": "translation, summarization, generative QA (encoder-decoder models)",
-    "causal": "prompt/response pairs, loss on the response only (decoder models)",
-}
+from lmforge.config.finetune import TASKS
+
 _EXAMPLE = (
     "example: lmforge finetune classify runs/bert --run.dir=runs/sst2 "
     "--data.train=sst/stsa.binary.train --data.validation=sst/stsa.binary.dev --train.epochs=3\n"
@@ -31,8 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EXAMPLE,
     )
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
-    for name, help_text in _TASK_HELP.items():
-        task = tasks.add_parser(name, help=help_text, description=help_text, epilog=_EXAMPLE)
+    for name, entry in TASKS.items():
+        task = tasks.add_parser(
+            name, help=entry.description, description=entry.description, epilog=_EXAMPLE
+        )
         task.add_argument("pretrained", metavar="PRETRAINED", help="run or checkpoint directory")
         task.set_defaults(func=run, accepts_overrides=True)
 

@@ -2,8 +2,8 @@
 
 Like RunConfig it is a tree of frozen dataclasses set from the command line with dotted keys
 (`--train.lr=5e-5`, `--task.max_length=128`). The `task` section depends on the task: each task has
-its own options class in TASK_OPTIONS. The architecture is not here: it comes with the pretrained
-checkpoint. This module imports no torch.
+its own options class, registered with the task in TASKS, the one list of tasks. The architecture
+is not here: it comes with the pretrained checkpoint. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -209,27 +209,80 @@ class CausalOptions:
         _require(self.max_new_tokens >= 1, "task.max_new_tokens must be >= 1")
 
 
-TASK_OPTIONS: dict[str, type] = {
-    "classify": ClassifyOptions,
-    "tag": TagOptions,
-    "qa": QAOptions,
-    "seq2seq": Seq2SeqOptions,
-    "causal": CausalOptions,
+# --- the task registry --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """One `lmforge finetune` task, registered once in TASKS."""
+
+    options: type
+    """The dataclass of its `task` section."""
+    task_class: str
+    """Its Task subclass as "module:Class", imported only when the task runs (this module imports
+    no torch, and each task pulls in only its own dependencies)."""
+    description: str
+    """One line for `lmforge finetune --help`: what it learns from which files."""
+
+
+TASKS: dict[str, TaskEntry] = {
+    "classify": TaskEntry(
+        ClassifyOptions,
+        "lmforge.tasks.classification:ClassificationTask",
+        "sentence (pair) classification: csv/tsv/jsonl or `LABEL TEXT` lines (SST, TREC)",
+    ),
+    "tag": TaskEntry(
+        TagOptions,
+        "lmforge.tasks.ner:TaggingTask",
+        "token classification (NER) from CoNLL files, IOB1 or BIO2",
+    ),
+    "qa": TaskEntry(
+        QAOptions,
+        "lmforge.tasks.qa:ExtractiveQATask",
+        "extractive question answering from SQuAD-format JSON",
+    ),
+    "seq2seq": TaskEntry(
+        Seq2SeqOptions,
+        "lmforge.tasks.seq2seq:Seq2SeqTask",
+        "translation, summarization, generative QA (encoder-decoder models)",
+    ),
+    "causal": TaskEntry(
+        CausalOptions,
+        "lmforge.tasks.causal:CausalTask",
+        "prompt/response pairs, loss on the response only (decoder models)",
+    ),
 }
+"""Every fine-tuning task by its `lmforge finetune` name; the only list of tasks."""
+
+
+def task_entry(name: str) -> TaskEntry:
+    """The registered task `name`, or one line naming the choices."""
+    if name not in TASKS:
+        raise LmforgeError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]
 
 
 @dataclass(frozen=True, kw_only=True)
 class FinetuneConfig:
-    task_name: Literal["classify", "tag", "qa", "seq2seq", "causal"]
+    task_name: str
+    """A key of TASKS."""
     pretrained: str
     """The run or checkpoint directory fine-tuned from (pretraining or `convert --from-hf`)."""
     run: RunSection
     data: FinetuneDataSection
     task: object
-    """The options of `task_name`, an instance of TASK_OPTIONS[task_name]."""
+    """The options of `task_name`, an instance of TASKS[task_name].options."""
     train: FinetuneTrainSection = field(default_factory=FinetuneTrainSection)
     eval: FinetuneEvalSection = field(default_factory=FinetuneEvalSection)
     log: LogSection = field(default_factory=LogSection)
+
+    def __post_init__(self) -> None:
+        options = task_entry(self.task_name).options
+        _require(
+            isinstance(self.task, options),
+            f"task options of {self.task_name} must be {options.__name__}, "
+            f"got {type(self.task).__name__}",
+        )
 
 
 def load_finetune_config(
@@ -237,8 +290,7 @@ def load_finetune_config(
 ) -> FinetuneConfig:
     """Command-line overrides (and an optional `--config FILE.yaml` of the same sections) into a
     FinetuneConfig for `task_name`."""
-    if task_name not in TASK_OPTIONS:
-        raise LmforgeError(f"unknown task {task_name!r}; choose one of {', '.join(TASK_OPTIONS)}")
+    options = task_entry(task_name).options
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     overrides = dict(overrides)
@@ -250,7 +302,7 @@ def load_finetune_config(
     sections = {
         "run": RunSection,
         "data": FinetuneDataSection,
-        "task": TASK_OPTIONS[task_name],
+        "task": options,
         "train": FinetuneTrainSection,
         "eval": FinetuneEvalSection,
         "log": LogSection,

@@ -1,10 +1,10 @@
-"""The interface every downstream task implements, and the registry of tasks.
+"""The interface every downstream task implements, and `task_class`, which finds a registered task.
 
 A task owns everything that differs between downstream jobs: reading its files, turning examples
 into model features, the head on top of the pretrained model, the loss, decoding predictions and the
 metric. The fine-tuning loop (`lmforge.training.finetune`) is the same for all of them:
 
-    task = TASKS[name](options, tokenizer, model_config)
+    task = task_class(name)(options, tokenizer, model_config)
     train = task.read(path)                 # examples, as in the file
     task.read_checkpoint(checkpoint)        # e.g. the decoder start token of its objective
     task.fit_labels(train)                  # e.g. the label set; saved by `state()`
@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from lmforge.config.finetune import task_entry
 from lmforge.config.model import ModelConfig
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
@@ -125,16 +126,7 @@ def task_class(name: str) -> type[Task]:
     """The Task subclass of `name` (imported lazily: each task pulls in only its own needs)."""
     import importlib
 
-    modules = {
-        "classify": ("lmforge.tasks.classification", "ClassificationTask"),
-        "tag": ("lmforge.tasks.ner", "TaggingTask"),
-        "qa": ("lmforge.tasks.qa", "ExtractiveQATask"),
-        "seq2seq": ("lmforge.tasks.seq2seq", "Seq2SeqTask"),
-        "causal": ("lmforge.tasks.causal", "CausalTask"),
-    }
-    if name not in modules:
-        raise LmforgeError(f"unknown task {name!r}; choose one of {', '.join(modules)}")
-    module, cls = modules[name]
+    module, cls = task_entry(name).task_class.split(":")
     return getattr(importlib.import_module(module), cls)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from lmforge.config.finetune import TASK_OPTIONS
+from lmforge.config.finetune import task_entry
 from lmforge.config.loading import from_dict, model_config_from_dict
 from lmforge.data.tokenizer import load_tokenizer
 from lmforge.errors import LmforgeError
@@ -35,7 +35,7 @@ def load_finetuned(run_dir: str | Path) -> tuple[Task, nn.Module]:
         json.loads((checkpoint / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
     )
     name = info["task"]
-    options = from_dict(TASK_OPTIONS[name], info["options"], prefix="task.")
+    options = from_dict(task_entry(name).options, info["options"], prefix="task.")
     task = task_class(name)(options, load_tokenizer(run_dir), model_config)
     task.load_state(info)
     model = task.build_model(build_model(model_config))
