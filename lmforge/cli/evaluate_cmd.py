@@ -1,15 +1,12 @@
 """`lmforge evaluate zero-shot PRETRAINED --data FILE`: classify with a decoder's likelihoods, no
-training (lmforge.tasks.zero_shot), beside the majority-class and uniform-random baselines."""
+training, beside the majority-class and uniform-random baselines. The work is
+`lmforge.tasks.zero_shot_evaluation.evaluate_zero_shot`; this module parses and prints."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
+from dataclasses import fields
 from typing import Any
-
-from lmforge.errors import LmforgeError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,117 +78,22 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 
 
 def run_zero_shot(args: argparse.Namespace) -> int:
-    import torch
+    from lmforge.tasks.zero_shot_evaluation import ZeroShotOptions, evaluate_zero_shot
 
-    from lmforge.models.lm import build_model
-    from lmforge.tasks import zero_shot
-    from lmforge.training.pretrained import load_pretrained
-
-    _check_arguments(args)
-    fields = [field.strip() for field in args.text_fields.split(",") if field.strip()]
-    examples, train = _read_examples(args, fields)
-    labels = zero_shot.sort_labels({e.label for e in [*examples, *train] if e.label is not None})
-    words = zero_shot.parse_label_words(args.label_words, labels)
-    zero_shot.check_labels(examples, words, args.data)
-    template = args.template if args.template is not None else zero_shot.default_template(fields)
-    # Shells pass "\n" through as two characters; a template needs real newlines.
-    template = template.replace("\\n", "\n").replace("\\t", "\t")
-    verbalizer = zero_shot.Verbalizer(template, tuple(fields), words)
-    demonstrations = (
-        zero_shot.choose_demonstrations(train, args.shots, list(words), args.seed)
-        if args.shots
-        else []
-    )
-    contexts = [zero_shot.build_context(verbalizer, demonstrations, e) for e in examples]
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer, _ = load_pretrained(args.pretrained, device=device)
-    if args.init == "random":
-        torch.manual_seed(args.seed)
-        model = build_model(model.config, device=device).eval()
-    if model.config.family != "decoder":
-        family = model.config.family.replace("_", "-")
-        raise LmforgeError(
-            f"zero-shot scoring needs a decoder (GPT-2, BLOOM); {args.pretrained} is an {family} "
-            "model: fine-tune it instead (lmforge finetune classify)"
-        )
-    started = time.perf_counter()
-    scores = zero_shot.score_labels(
-        model, tokenizer, verbalizer, contexts, normalize=args.normalize,
-        batch_size=args.batch_size,
-    )  # fmt: skip
-    if args.calibrate:
-        content_free = [
-            zero_shot.build_context(verbalizer, demonstrations, e)
-            for e in zero_shot.content_free_examples(len(fields))
-        ]
-        content_free_scores = zero_shot.score_labels(
-            model, tokenizer, verbalizer, content_free, normalize=args.normalize
-        )
-        scores = zero_shot.calibrate(scores, content_free_scores)
-    seconds = time.perf_counter() - started
-    predictions = [zero_shot.predict_label(row) for row in scores]
-    references = [e.label for e in examples]
-    metrics = _metrics(predictions, references, list(words))
-    _print_metrics(metrics, args, len(examples), seconds)
-    if args.output:
-        settings = {
-            "pretrained": str(args.pretrained), "init": args.init, "data": str(args.data),
-            "train": args.train,
-            "shots": args.shots, "seed": args.seed, "label_words": words, "template": template,
-            "normalize": args.normalize, "calibrate": args.calibrate,
-            "num_examples": len(examples),
-            "demonstrations": [verbalizer.demonstration(d) for d in demonstrations],
-        }  # fmt: skip
-        _write_outputs(Path(args.output), {**metrics, **settings}, examples, predictions, scores)
+    # Each option is the flag of the same name.
+    options = ZeroShotOptions(**{f.name: getattr(args, f.name) for f in fields(ZeroShotOptions)})
+    result = evaluate_zero_shot(args.pretrained, options, output=args.output)
+    _print_metrics(result.metrics, result.seconds)
+    if result.files:
+        print(f"wrote {' and '.join(str(path) for path in result.files)}")
     return 0
 
 
-def _check_arguments(args: argparse.Namespace) -> None:
-    if args.shots < 0:
-        raise LmforgeError("--shots must be >= 0")
-    if args.shots and not args.train:
-        raise LmforgeError(f"--shots {args.shots} needs --train FILE to draw demonstrations from")
-    if args.batch_size < 1:
-        raise LmforgeError("--batch-size must be at least 1")
-    if args.max_examples < 0:
-        raise LmforgeError("--max-examples must be >= 0 (0: all)")
-    if not [field for field in args.text_fields.split(",") if field.strip()]:
-        raise LmforgeError("--text-fields names no column; e.g. --text-fields text")
-
-
-def _read_examples(args: argparse.Namespace, fields: list[str]) -> tuple[list, list]:
-    from lmforge.data.labelled import read_classification
-
-    examples = read_classification(args.data, text_fields=fields, label_field=args.label_field)
-    if args.max_examples:
-        examples = examples[: args.max_examples]
-    train = []
-    if args.train:
-        train = read_classification(args.train, text_fields=fields, label_field=args.label_field)
-    return examples, train
-
-
-def _metrics(predictions: list[str], references: list[str], labels: list[str]) -> dict[str, float]:
-    from lmforge.evaluation.classification import accuracy, macro_f1
-    from lmforge.tasks.zero_shot import baselines
-
-    return {
-        "accuracy": accuracy(predictions, references),
-        "macro_f1": macro_f1(predictions, references),
-        **baselines(references, labels),
-    }
-
-
-def _print_metrics(
-    metrics: dict[str, float], args: argparse.Namespace, count: int, seconds: float
-) -> None:
-    shots = f"{args.shots}-shot" if args.shots else "zero-shot"
-    calibrated = ", calibrated" if args.calibrate else ""
-    print(
-        f"{shots}{calibrated} classification of {count} examples of {args.data} ({seconds:.1f} s)"
-    )
+def _print_metrics(metrics: dict[str, Any], seconds: float) -> None:
+    shots = f"{metrics['shots']}-shot" if metrics["shots"] else "zero-shot"
+    calibrated = ", calibrated" if metrics["calibrate"] else ""
+    count, data = metrics["num_examples"], metrics["data"]
+    print(f"{shots}{calibrated} classification of {count} examples of {data} ({seconds:.1f} s)")
     print(f"{'':<16}{'accuracy':>10}{'macro-F1':>10}")
     for name, key in (
         ("model", ""),
@@ -199,20 +101,3 @@ def _print_metrics(
         ("uniform random", "random_"),
     ):
         print(f"{name:<16}{metrics[key + 'accuracy']:>10.2f}{metrics[key + 'macro_f1']:>10.2f}")
-
-
-def _write_outputs(
-    directory: Path,
-    metrics: dict[str, Any],
-    examples: list,
-    predictions: list[str],
-    scores: list[dict[str, float]],
-) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    with open(directory / "predictions.jsonl", "w", encoding="utf-8") as out:
-        for example, prediction, row in zip(examples, predictions, scores, strict=True):
-            text = example.texts[0] if len(example.texts) == 1 else list(example.texts)
-            record = {"text": text, "label": example.label, "prediction": prediction}
-            out.write(json.dumps({**record, "scores": row}, ensure_ascii=False) + "\n")
-    print(f"wrote {directory / 'metrics.json'} and {directory / 'predictions.jsonl'}")
