@@ -31,7 +31,7 @@ _COMMAND_MODULES = (
 )
 
 # Commands that run models step after step: their processes keep freed memory for reuse
-# (training.allocator); data preparation and conversions keep glibc's own policy.
+# (kernels.allocator); data preparation and conversions keep glibc's own policy.
 _MODEL_COMMANDS = frozenset(
     ("pretrain", "generate", "fill-mask", "bench", "quickstart", "finetune", "evaluate", "predict")
 )
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
     if args.command in _MODEL_COMMANDS:
-        from lmforge.training.allocator import keep_freed_memory
+        from lmforge.kernels.allocator import keep_freed_memory
 
         keep_freed_memory()
     try:

@@ -1,4 +1,4 @@
-"""Multi-head self- and cross-attention with a KV cache; the kernel is `attention_kernels.attend`.
+"""Multi-head self- and cross-attention with a KV cache; the kernel is `kernels.attention.attend`.
 
 Self-attention projects queries, keys and values with one fused (3D, D) matrix, rows ordered
 [q; k; v] with heads contiguous inside each: one GEMM instead of three. Cross-attention projects
@@ -13,12 +13,11 @@ import torch
 from torch import nn
 
 from lmforge.config.model import AttentionConfig
-from lmforge.layers.attention_kernels import attend
+from lmforge.kernels.attention import attend
+from lmforge.kernels.unpadding import Unpadded
 from lmforge.layers.kv_cache import KVCache
-from lmforge.layers.linear import Linear
 from lmforge.layers.masks import AttentionMask
 from lmforge.layers.positions import Rotary, apply_rotary
-from lmforge.layers.unpadding import Unpadded
 
 
 class Attention(nn.Module):
@@ -34,11 +33,11 @@ class Attention(nn.Module):
         self.scale = self.d_head**-0.5 if cfg.score_scale == "inverse_sqrt" else 1.0
         self.is_cross = is_cross
         if is_cross:
-            self.q_proj = Linear(d_model, inner, bias=cfg.bias)
-            self.kv_proj = Linear(d_model, 2 * inner, bias=cfg.bias)
+            self.q_proj = nn.Linear(d_model, inner, bias=cfg.bias)
+            self.kv_proj = nn.Linear(d_model, 2 * inner, bias=cfg.bias)
         else:
-            self.qkv_proj = Linear(d_model, 3 * inner, bias=cfg.bias)
-        self.out_proj = Linear(inner, d_model, bias=cfg.bias)
+            self.qkv_proj = nn.Linear(d_model, 3 * inner, bias=cfg.bias)
+        self.out_proj = nn.Linear(inner, d_model, bias=cfg.bias)
 
     def _split_heads(self, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
         B, T, _ = x.shape
@@ -67,7 +66,15 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.update(layer_index, k, v)
         dropout_p = self.dropout if self.training else 0.0
-        out = attend(q, k, v, mask=mask, scale=self.scale, dropout_p=dropout_p)
+        out = attend(
+            q,
+            k,
+            v,
+            attn_mask=mask.mask,
+            is_causal=mask.is_causal,
+            scale=self.scale,
+            dropout_p=dropout_p,
+        )
         B, _, T, _ = out.shape
         out = out.transpose(1, 2).reshape(B, T, -1)
         return self.out_proj(out if unpadded is None else unpadded.unpad(out))

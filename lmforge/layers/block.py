@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from lmforge.config.model import ModelConfig
+from lmforge.kernels.unpadding import Unpadded
 from lmforge.layers.attention import Attention
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.masks import AttentionMask
 from lmforge.layers.mlp import MLP
 from lmforge.layers.norms import build_norm
 from lmforge.layers.positions import Rotary
-from lmforge.layers.unpadding import Unpadded
 
 
 def residual(

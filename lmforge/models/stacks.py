@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from lmforge.config.model import ModelConfig
+from lmforge.kernels.unpadding import Unpadded
 from lmforge.layers.block import TransformerBlock
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.masks import AttentionMask, build_attention_mask
 from lmforge.layers.norms import build_norm
 from lmforge.layers.positions import build_positions
-from lmforge.layers.unpadding import Unpadded
 
 
 class Stack(nn.Module):
@@ -108,12 +108,7 @@ class Stack(nn.Module):
         # A padded batch without a cache or cross-attention (fine-tuning, scoring) runs on its real
         # tokens only; pads come out as zeros.
         unpadded = None
-        if (
-            attention_mask is not None
-            and cache is None
-            and not self.has_cross_attention
-            and not torch.compiler.is_compiling()  # data-dependent shapes: compile keeps the pads
-        ):
+        if attention_mask is not None and cache is None and not self.has_cross_attention:
             unpadded = Unpadded.of(attention_mask)
         if unpadded is not None:
             x = unpadded.unpad(x)
