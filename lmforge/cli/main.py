@@ -2,8 +2,7 @@
 
 Each subcommand lives in its own module with `register(subparsers)`, which adds a parser whose
 `func` default runs the command and returns an exit code. Bad input (`LmforgeError`) prints one
-line,
-`error: ...`, and exits 2; anything else is a bug and keeps its traceback.
+line, `error: ...`, and exits 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
