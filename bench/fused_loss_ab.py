@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from lmforge.bench import _random_batch, median_step_seconds, our_train_step
 from lmforge.config.presets import get_preset
+from lmforge.kernels.allocator import keep_freed_memory
 from lmforge.models import heads
 from lmforge.models.lm import build_model
-from lmforge.training.allocator import keep_freed_memory
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ import torch
 from lmforge.config.presets import get_preset
 from lmforge.generation.search import BeamConfig, beam_search_seq2seq
 from lmforge.interop.hf import build_hf_model
+from lmforge.kernels.allocator import keep_freed_memory
 from lmforge.models.lm import build_model
-from lmforge.training.allocator import keep_freed_memory
 
 
 def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:  # noqa: ANN001

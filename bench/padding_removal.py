@@ -1,4 +1,4 @@
-"""Fine-tuning step time on padded batches, with and without padding removal (layers/unpadding.py).
+"""Fine-tuning step time on padded batches, with and without padding removal (kernels/unpadding.py).
 
     python bench/padding_removal.py [--model bert-tiny] [--batch-size 32] [--seq-len 64]
 
@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from lmforge.config.presets import get_preset
 from lmforge.data.labelled import read_classification
 from lmforge.data.tokenizer import load_tokenizer
-from lmforge.layers import unpadding
+from lmforge.kernels import apply_cpu_kernels, unpadding
+from lmforge.kernels.allocator import keep_freed_memory
 from lmforge.models.lm import build_model
 from lmforge.tasks.classification import SequenceClassifier
-from lmforge.training.allocator import keep_freed_memory
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import autocast_context
 
@@ -114,7 +114,8 @@ def main(argv: list[str]) -> int:
     print("| precision | padding | padded ms | padding removed ms | speed-up |")
     print("|---|---|---|---|---|")
     for precision in args.precision:
-        model = SequenceClassifier(build_model(get_preset(args.model)), 2, 0.1).train()
+        backbone = build_model(get_preset(args.model))
+        model = apply_cpu_kernels(SequenceClassifier(backbone, 2, 0.1)).train()  # as finetune
         for padding in args.padding:
             batch = padded_batch(args.batch_size, args.seq_len, padding)
             actual = 1 - batch["attention_mask"].float().mean().item()

@@ -18,8 +18,8 @@ from torch.profiler import ProfilerActivity, profile
 from lmforge.bench import DEFAULT_SHAPES, _batch, our_train_step
 from lmforge.cli.main import main as lmforge_main
 from lmforge.config.presets import get_preset
+from lmforge.kernels.allocator import keep_freed_memory
 from lmforge.models.lm import build_model
-from lmforge.training.allocator import keep_freed_memory
 
 
 def profile_step(spec: str, batch_size: int | None, seq_len: int | None, rows: int) -> None:

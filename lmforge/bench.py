@@ -28,9 +28,9 @@ import torch
 from lmforge.config.model import ModelConfig
 from lmforge.config.presets import get_preset
 from lmforge.errors import LmforgeError
+from lmforge.kernels.allocator import keep_freed_memory
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import build_model
-from lmforge.training.allocator import keep_freed_memory
 from lmforge.training.flops import measure_matmul_peak, training_flops_per_token
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import autocast_context
@@ -224,7 +224,7 @@ class StepWorker:
 
     Each side keeps its own heap: with both models in one process, what one side had allocated
     and freed before changed the other's step time by up to 30%. Both sides keep freed memory for
-    reuse (`training.allocator`, as lmforge's commands run), which also steadies the step times:
+    reuse (`kernels.allocator`, as lmforge's commands run), which also steadies the step times:
     without it, page faults made HF's steps vary by 15% and ours by 10% (and made both 10-15%
     slower). The parent times each `step()` (a pipe round trip, ~0.1 ms, on both sides alike)
     and runs one side at a time.

@@ -2,8 +2,7 @@
 
 Each subcommand lives in its own module with `register(subparsers)`, which adds a parser whose
 `func` default runs the command and returns an exit code. Bad input (`LmforgeError`) prints one
-line,
-`error: ...`, and exits 2; anything else is a bug and keeps its traceback.
+line, `error: ...`, and exits 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ _COMMAND_MODULES = (
 )
 
 # Commands that run models step after step: their processes keep freed memory for reuse
-# (training.allocator); data preparation and conversions keep glibc's own policy.
+# (kernels.allocator); data preparation and conversions keep glibc's own policy.
 _MODEL_COMMANDS = frozenset(
     ("pretrain", "generate", "fill-mask", "bench", "quickstart", "finetune", "evaluate", "predict")
 )
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
     if args.command in _MODEL_COMMANDS:
-        from lmforge.training.allocator import keep_freed_memory
+        from lmforge.kernels.allocator import keep_freed_memory
 
         keep_freed_memory()
     try:

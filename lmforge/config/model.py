@@ -1,9 +1,8 @@
 """ModelConfig: one architecture description for all six reference models.
 
 Each choice that distinguishes BERT, RoBERTa, GPT-2, BLOOM, T5 and BART is a field of the component
-sub-config it changes (see STYLE.md section 3). This module imports no torch, so a configuration can
-be
-checked anywhere.
+sub-config it changes (see STYLE.md section 3). This module imports no torch, so a configuration
+can be checked anywhere.
 """
 
 from __future__ import annotations
@@ -170,8 +169,7 @@ class ModelConfig:
 
     @property
     def max_seq_len(self) -> int | None:
-        """Longest input the positions support, or None where any length works (alibi, rope,
-        ...)."""
+        """Longest input the positions support; None where any length works (alibi, rope, ...)."""
         if self.position.kind in ("learned", "sinusoidal"):
             return self.position.max_positions
         return None

@@ -2,10 +2,8 @@
 
 `*-tiny` presets are the quickstart size: a few million parameters, minutes of training on a laptop
 CPU. Tests shrink them further with overrides (d_model 32, 2 layers). The vocabulary size of a
-preset is
-a default: `lmforge pretrain` replaces it with the tokenizer's (rounded up to a multiple of 64)
-unless
-`--model.vocab_size` is given.
+preset is a default: `lmforge pretrain` replaces it with the tokenizer's (rounded up to a multiple
+of 64) unless `--model.vocab_size` is given.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 Keys and values of every layer live in one (L, B, H, max_len, Dh) buffer, so a decoding step writes
 T new positions in place instead of concatenating (which would copy the whole history each step).
 Cross-attention keys/values of an encoder-decoder model are computed once from the encoder output
-and
-kept in `cross`.
+and kept in `cross`.
 """
 
 from __future__ import annotations
@@ -46,8 +45,8 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
     def store_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
-        """Record the (B|1, T) position ids of the new positions; return those of all keys (B,
-        S)."""
+        """Record the (B|1, T) position ids of the new positions; return those of all keys,
+        (B, S)."""
         end = self.length + position_ids.shape[1]
         self.positions[:, self.length : end] = position_ids
         return self.positions[:, :end]

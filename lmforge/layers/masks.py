@@ -1,10 +1,9 @@
 """Padding, causal and combined attention masks, in the form scaled_dot_product_attention takes.
 
 `attention_mask` is what SDPA gets as `attn_mask`: None (fast kernels, with `is_causal` for the
-plain
-causal case), or an additive float mask (B|1, H|1, T, S) that carries the positional score bias and
-a large negative value where attention is not allowed. A finite minimum, not -inf, keeps rows whose
-keys are all masked (left padding) finite instead of NaN.
+plain causal case), or an additive float mask (B|1, H|1, T, S) that carries the positional score
+bias and a large negative value where attention is not allowed. A finite minimum, not -inf, keeps
+rows whose keys are all masked (left padding) finite instead of NaN.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config.model import MLPConfig
-from lmforge.layers.linear import Linear
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,  # exact, erf-based (BERT, BART)
@@ -28,9 +27,9 @@ class MLP(nn.Module):
     def __init__(self, d_model: int, d_ff: int, cfg: MLPConfig) -> None:
         super().__init__()
         self.activation = ACTIVATIONS[cfg.activation]
-        self.up_proj = Linear(d_model, d_ff, bias=cfg.bias)
-        self.gate_proj = Linear(d_model, d_ff, bias=cfg.bias) if cfg.gated else None
-        self.down_proj = Linear(d_ff, d_model, bias=cfg.bias)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=cfg.bias)
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=cfg.bias) if cfg.gated else None
+        self.down_proj = nn.Linear(d_ff, d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_proj is None:

@@ -8,12 +8,10 @@ calls all of them unconditionally and never tests the kind:
 3. `score_bias(q_pos, k_pos)`   a bias added to attention scores              (alibi, relative_bias)
 
 Position ids are (B, T) int64 tensors (B may be 1 and broadcast). The score bias is computed once
-per
-stack and shared by its layers, as in the original T5 and BLOOM.
+per stack and shared by its layers, as in the original T5 and BLOOM.
 
-References: learned (Devlin et al. 2019, Radford et al. 2019); sinusoidal (Vaswani et al. 2017);
-rope
-(Su et al. 2021); alibi (Press et al. 2022, as in BLOOM); relative_bias (Raffel et al. 2020, T5).
+References: learned (Devlin et al. 2019; Radford et al. 2019), sinusoidal (Vaswani et al. 2017),
+rope (Su et al. 2021), alibi (Press et al. 2022; BLOOM), relative_bias (Raffel et al. 2020; T5).
 """
 
 from __future__ import annotations
@@ -121,8 +119,7 @@ def relative_position_bucket(
     """T5's bucketing of k - q distances (Raffel et al. 2020; mesh_tensorflow's implementation).
 
     Half the buckets hold exact small distances, the rest grow logarithmically up to max_distance;
-    in
-    the bidirectional case the buckets are split again between keys before and after the query.
+    in the bidirectional case the buckets are split again between keys before and after the query.
     """
     buckets = torch.zeros_like(relative_position)
     if bidirectional:

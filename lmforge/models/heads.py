@@ -2,7 +2,9 @@
 
 The language-modeling head projects hidden states onto the vocabulary, with the word embeddings
 (tied) or its own matrix, optionally after a dense + activation + norm transform (BERT's MLM head)
-and with an optional output bias (BERT's decoder bias, BART's final_logits_bias).
+and with an optional output bias (BERT's decoder bias, BART's final_logits_bias). Its products are
+functions of a weight it may not own (the tied embedding), which no module swap reaches, so they
+call `kernels.linear` themselves, as the fused loss's hand-written backward pass does.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config.model import ModelConfig
-from lmforge.layers.linear import Linear, linear, matmul_nt, matmul_tn
+from lmforge.kernels.linear import linear, matmul_nt, matmul_tn
 from lmforge.layers.mlp import ACTIVATIONS
 from lmforge.layers.norms import build_norm
 
@@ -25,7 +27,7 @@ class HeadTransform(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.dense = Linear(cfg.d_model, cfg.d_model)
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
         self.activation = ACTIVATIONS[cfg.mlp.activation]
         self.norm = build_norm(cfg.norm, cfg.d_model)
 
@@ -42,7 +44,7 @@ class Pooler(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.dense = Linear(cfg.d_model, cfg.d_model)
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (B, T, D) -> (B, D)."""
@@ -57,7 +59,7 @@ class TaskHead(nn.Module):
     def __init__(self, d_model: int, num_outputs: int, dropout: float) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.proj = Linear(d_model, num_outputs)
+        self.proj = nn.Linear(d_model, num_outputs)
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lmforge.config.model import ModelConfig
+from lmforge.kernels import apply_cpu_kernels
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.norms import LayerNorm, RMSNorm
 from lmforge.models.heads import IGNORE_INDEX, LMHead, Pooler, token_loss_sum
@@ -276,7 +277,9 @@ MODEL_CLASSES: dict[str, type[LanguageModel]] = {
 
 
 def build_model(cfg: ModelConfig, *, device: torch.device | str = "cpu") -> LanguageModel:
-    """Build on the meta device (no memory, no wasted init), materialise on `device`, initialise.
+    """Build on the meta device (no memory, no wasted init), materialise on `device`, initialise,
+    and apply this machine's CPU kernel choices (`kernels.apply_cpu_kernels`; the model classes
+    themselves are plain PyTorch).
 
     With device="meta" the model stays abstract: shapes and parameter counts only.
     """
@@ -285,4 +288,4 @@ def build_model(cfg: ModelConfig, *, device: torch.device | str = "cpu") -> Lang
     if str(device) != "meta":
         model.to_empty(device=device)
         model.init_weights()
-    return model
+    return apply_cpu_kernels(model)

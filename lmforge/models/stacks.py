@@ -1,11 +1,11 @@
 """Stack: embeddings in, hidden states out, through a list of TransformerBlocks.
 
 One class serves as the encoder (bidirectional), the decoder of a decoder-only model (causal) and
-the
-decoder of an encoder-decoder model (causal, cross-attending). Each stack owns its positions (the
-score
-bias is computed here once and shared by all layers, as in T5 and BLOOM), its optional segment
-embeddings and embedding norm, and, with pre-norm, the final norm.
+the decoder of an encoder-decoder model (causal, cross-attending). Each stack owns its positions
+(the score bias is computed here once and shared by all layers, as in T5 and BLOOM), its optional
+segment embeddings and embedding norm, and, with pre-norm, the final norm. A forward pass turns its
+inputs into one `ForwardContext` (masks, rotary, cache, encoder output, padding-removal layout)
+that every block reads.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from lmforge.config.model import ModelConfig
+from lmforge.kernels.unpadding import Unpadded
 from lmforge.layers.block import TransformerBlock
+from lmforge.layers.context import ForwardContext
 from lmforge.layers.kv_cache import KVCache
 from lmforge.layers.masks import AttentionMask, build_attention_mask
 from lmforge.layers.norms import build_norm
 from lmforge.layers.positions import build_positions
-from lmforge.layers.unpadding import Unpadded
 
 
 class Stack(nn.Module):
@@ -42,8 +43,8 @@ class Stack(nn.Module):
         self.embed_norm = build_norm(cfg.norm, cfg.d_model) if cfg.embedding.norm else None
         self.embed_dropout = nn.Dropout(cfg.embedding.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(cfg, has_cross_attention=has_cross_attention)
-            for _ in range(num_layers)
+            TransformerBlock(cfg, layer_index=index, has_cross_attention=has_cross_attention)
+            for index in range(num_layers)
         )
         self.final_norm = build_norm(cfg.norm, cfg.d_model) if cfg.norm.placement == "pre" else None
 
@@ -86,55 +87,65 @@ class Stack(nn.Module):
         Returns:
             (B, T, D) hidden states.
         """
-        B, T, _ = token_embeds.shape
-        past = cache.length if cache is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=token_embeds.device)[None]
-        key_positions = position_ids if cache is None else cache.store_positions(position_ids)
-        mask = build_attention_mask(
-            query_len=T,
-            key_len=past + T,
-            is_causal=self.is_causal,
-            key_padding=attention_mask,
-            score_bias=self.positions.score_bias(position_ids, key_positions),
-            dtype=token_embeds.dtype,
-            device=token_embeds.device,
+        T = token_embeds.shape[1]
+        position_ids, key_positions = self._positions(position_ids, T, cache, token_embeds.device)
+        ctx = ForwardContext(
+            mask=self._self_mask(position_ids, key_positions, attention_mask, token_embeds),
+            rotary=self.positions.rotary(position_ids),
+            cache=cache,
+            memory=memory,
+            memory_mask=self._cross_mask(memory_mask, T, token_embeds),
+            unpadded=self._unpadded_layout(attention_mask, cache),
         )
-        cross_mask = None
-        if memory is not None or (cache is not None and cache.cross[0] is not None):
-            cross_mask = self._cross_mask(memory_mask, T, token_embeds)
-        rotary = self.positions.rotary(position_ids)
         x = self.embed(token_embeds, position_ids, segment_ids)
-        # A padded batch without a cache or cross-attention (fine-tuning, scoring) runs on its real
-        # tokens only; pads come out as zeros.
-        unpadded = None
-        if (
-            attention_mask is not None
-            and cache is None
-            and not self.has_cross_attention
-            and not torch.compiler.is_compiling()  # data-dependent shapes: compile keeps the pads
-        ):
-            unpadded = Unpadded.of(attention_mask)
-        if unpadded is not None:
-            x = unpadded.unpad(x)
-        for index, block in enumerate(self.blocks):
-            x = block(
-                x,
-                mask=mask,
-                rotary=rotary,
-                cache=cache,
-                layer_index=index,
-                memory=memory,
-                memory_mask=cross_mask,
-                unpadded=unpadded,
-            )
+        if ctx.unpadded is not None:
+            x = ctx.unpadded.unpad(x)
+        for block in self.blocks:
+            x = block(x, ctx)
         if cache is not None:
             cache.advance(T)
         x = x if self.final_norm is None else self.final_norm(x)
-        return x if unpadded is None else unpadded.pad(x)
+        return x if ctx.unpadded is None else ctx.unpadded.pad(x)
 
     @staticmethod
-    def _cross_mask(memory_mask: torch.Tensor | None, T: int, like: torch.Tensor) -> AttentionMask:
+    def _positions(
+        position_ids: torch.Tensor | None, T: int, cache: KVCache | None, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position ids of the new queries, (B|1, T), counting on from the cache unless given,
+        and of all keys, (B|1, S): with a cache, the new ones are recorded after the cached ones
+        (the cache advances past them once every layer has stored its keys)."""
+        past = 0 if cache is None else cache.length
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=device)[None]
+        if cache is None:
+            return position_ids, position_ids
+        return position_ids, cache.store_positions(position_ids)
+
+    def _self_mask(
+        self,
+        position_ids: torch.Tensor,
+        key_positions: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        like: torch.Tensor,
+    ) -> AttentionMask:
+        """The causal rule, key padding and the positional score bias (hook 3) in one additive
+        mask (B|1, H|1, T, S); no tensor where SDPA's own causal or unmasked path applies."""
+        return build_attention_mask(
+            query_len=position_ids.shape[1],
+            key_len=key_positions.shape[1],
+            is_causal=self.is_causal,
+            key_padding=attention_mask,
+            score_bias=self.positions.score_bias(position_ids, key_positions),
+            dtype=like.dtype,
+            device=like.device,
+        )
+
+    def _cross_mask(
+        self, memory_mask: torch.Tensor | None, T: int, like: torch.Tensor
+    ) -> AttentionMask | None:
+        """The (B, 1, T, S') padding mask over the encoder output; None without cross-attention."""
+        if not self.has_cross_attention:
+            return None
         if memory_mask is None:
             return AttentionMask(None, False)
         return build_attention_mask(
@@ -146,3 +157,16 @@ class Stack(nn.Module):
             dtype=like.dtype,
             device=like.device,
         )
+
+    def _unpadded_layout(
+        self, attention_mask: torch.Tensor | None, cache: KVCache | None
+    ) -> Unpadded | None:
+        """Whether the blocks run on the real tokens only (padding removal), and where those sit.
+
+        The blocks allow it where only self-attention needs the (B, T) layout: not with a KV cache
+        (it stores (B, T) keys) nor with cross-attention. Whether it pays for this batch is
+        `Unpadded.of`'s choice (kernels/unpadding.py).
+        """
+        if attention_mask is None or cache is not None or self.has_cross_attention:
+            return None
+        return Unpadded.of(attention_mask)

@@ -11,6 +11,7 @@ from lmforge.config.finetune import task_entry
 from lmforge.config.loading import from_dict, model_config_from_dict
 from lmforge.data.tokenizer import load_tokenizer
 from lmforge.errors import LmforgeError
+from lmforge.kernels import apply_cpu_kernels
 from lmforge.models.lm import build_model
 from lmforge.tasks.base import Task, task_class
 from lmforge.training.checkpoint import (
@@ -38,6 +39,6 @@ def load_finetuned(run_dir: str | Path) -> tuple[Task, nn.Module]:
     options = from_dict(task_entry(name).options, info["options"], prefix="task.")
     task = task_class(name)(options, load_tokenizer(run_dir), model_config)
     task.load_state(info)
-    model = task.build_model(build_model(model_config))
+    model = apply_cpu_kernels(task.build_model(build_model(model_config)))  # the head's linears
     load_model_weights(checkpoint, model)
     return task, model.eval()

@@ -30,6 +30,7 @@ from torch import nn
 from lmforge.config.finetune import FinetuneConfig
 from lmforge.config.loading import to_dict
 from lmforge.errors import LmforgeError
+from lmforge.kernels import apply_cpu_kernels
 from lmforge.models.lm import LanguageModel, build_model
 from lmforge.tasks.base import Task, task_class
 from lmforge.training.checkpoint import load_model_weights, save_checkpoint
@@ -63,7 +64,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     task.fit_labels(train)
     for examples, path in ((validation, config.data.validation), (test, config.data.test)):
         task.check_labels(examples, path or config.data.train)
-    model = task.build_model(backbone).to(device)
+    model = apply_cpu_kernels(task.build_model(backbone)).to(device)  # the task head's linears
     features = task.features(train)
     _write_run_files(run_dir, config, task, tokenizer)
     loop = _Loop(config, task, model, features, validation, run_dir, device)

@@ -13,7 +13,7 @@ import time
 import torch
 
 from lmforge.config.model import ModelConfig
-from lmforge.layers.linear import matmul_nt
+from lmforge.kernels.linear import matmul_nt
 
 
 def matmul_parameters(cfg: ModelConfig, *, target_fraction: float = 1.0) -> int:
@@ -49,7 +49,7 @@ def measure_matmul_peak(
     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, *, size: int = 1024
 ) -> float:
     """Best-of-several FLOP/s of a (size x size) @ (size x size) matmul on `device`, through
-    torch's matmul and through `layers.linear.matmul_nt` (oneDNN where that is faster), whichever
+    torch's matmul and through `kernels.linear.matmul_nt` (oneDNN where that is faster), whichever
     is faster: the best GEMM this machine offers."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)

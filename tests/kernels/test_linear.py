@@ -1,4 +1,4 @@
-"""layers.linear: the oneDNN products equal torch's fp32 products, forward and backward."""
+"""kernels.linear: the oneDNN products equal torch's fp32 products, forward and backward."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lmforge.layers.linear as linear_module
+import lmforge.kernels.linear as linear_module
 from lmforge.errors import LmforgeError
-from lmforge.layers.linear import Linear, linear, matmul_nt, matmul_tn
+from lmforge.kernels.linear import OneDNNLinear, linear, matmul_nt, matmul_tn
 
 HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -67,7 +67,7 @@ def test_input_gradient_product_takes_a_transposed_weight(backend: str) -> None:
 
 
 def test_module_is_an_nn_linear_with_the_same_parameters() -> None:
-    layer = Linear(8, 4)
+    layer = OneDNNLinear(8, 4)
     assert isinstance(layer, torch.nn.Linear)
     assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
     x = torch.randn(3, 8)

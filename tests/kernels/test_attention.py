@@ -1,4 +1,4 @@
-"""layers.attention_kernels: the CPU matmul path computes what SDPA computes, with every mask."""
+"""kernels.attention: the CPU matmul path computes what SDPA computes, with every mask."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lmforge.layers.attention_kernels as kernels
-from lmforge.layers.attention_kernels import attend
+import lmforge.kernels.attention as kernels
+from lmforge.kernels.attention import attend
 from lmforge.layers.masks import AttentionMask, build_attention_mask
 
 
@@ -16,6 +16,13 @@ def _inputs(B: int = 2, H: int = 3, T: int = 6, S: int = 6, Dh: int = 8):
     k = torch.randn(B, H, S, Dh, dtype=torch.bfloat16, requires_grad=True)
     v = torch.randn(B, H, S, Dh, dtype=torch.bfloat16, requires_grad=True)
     return q, k, v
+
+
+def _attend(q, k, v, *, mask: AttentionMask, scale: float, dropout_p: float) -> torch.Tensor:
+    """`attend` with SDPA's mask arguments taken from an AttentionMask, as attention passes them."""
+    return attend(
+        q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=scale, dropout_p=dropout_p
+    )
 
 
 def _reference(q, k, v, mask: AttentionMask, scale: float) -> torch.Tensor:
@@ -56,7 +63,7 @@ def test_matmul_path_matches_sdpa_forward_and_backward(T: int, S: int, kind: str
         attends_something = (mask.mask > torch.finfo(torch.bfloat16).min).any(-1, keepdim=True)
         grad = grad * attends_something
 
-    ours = attend(q, k, v, mask=mask, scale=8**-0.5, dropout_p=0.0)
+    ours = _attend(q, k, v, mask=mask, scale=8**-0.5, dropout_p=0.0)
     ours_grads = torch.autograd.grad(ours, (q, k, v), grad.bfloat16())
     reference = _reference(q, k, v, mask, 8**-0.5)
     reference_grads = torch.autograd.grad(reference, (q, k, v), grad)
@@ -79,15 +86,15 @@ def test_fp32_long_sequences_and_single_queries_go_to_sdpa(monkeypatch: pytest.M
 def test_sdpa_path_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     q, k, v = _inputs()
     mask = _masks(6, 6)["causal+padding"]
-    matmul_path = attend(q, k, v, mask=mask, scale=0.3, dropout_p=0.0)
+    matmul_path = _attend(q, k, v, mask=mask, scale=0.3, dropout_p=0.0)
     monkeypatch.setattr(kernels, "MATMUL_ATTENTION_MAX_SCORES", 0)
-    sdpa_path = attend(q, k, v, mask=mask, scale=0.3, dropout_p=0.0)
+    sdpa_path = _attend(q, k, v, mask=mask, scale=0.3, dropout_p=0.0)
     torch.testing.assert_close(matmul_path.float(), sdpa_path.float(), rtol=0.03, atol=0.03)
 
 
 def test_dropout_applies_in_the_matmul_path() -> None:
     q, k, v = _inputs()
     mask = AttentionMask(None, True)
-    plain = attend(q, k, v, mask=mask, scale=0.3, dropout_p=0.0)
-    dropped = attend(q, k, v, mask=mask, scale=0.3, dropout_p=0.5)
+    plain = _attend(q, k, v, mask=mask, scale=0.3, dropout_p=0.0)
+    dropped = _attend(q, k, v, mask=mask, scale=0.3, dropout_p=0.5)
     assert not torch.equal(plain, dropped)

@@ -1,5 +1,8 @@
 """softmax(q k^T * scale + mask) v: `scaled_dot_product_attention`, or three plain ops on the CPU.
 
+`attend` takes SDPA's arguments and returns SDPA's result (within bf16 rounding, tested against it
+in tests/kernels/test_attention.py); only the kernel that computes it is chosen here.
+
 SDPA is the kernel everywhere except one measured case: bf16 on the CPU with short sequences, where
 its flash kernel runs at 60-160 GFLOP/s while the same attention as a batched matmul, a softmax and
 a second matmul (oneDNN's bf16 GEMMs at 600-800 GFLOP/s) takes 2-3x less time, forward and
@@ -16,8 +19,6 @@ import functools
 
 import torch
 import torch.nn.functional as F
-
-from lmforge.layers.masks import AttentionMask
 
 MATMUL_ATTENTION_MAX_SCORES = 1 << 24
 """Largest B * H * T * S (scores of one layer: 32 MiB in bf16) the CPU matmul path takes."""
@@ -39,20 +40,22 @@ def attend(
     k: torch.Tensor,
     v: torch.Tensor,
     *,
-    mask: AttentionMask,
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
     scale: float,
     dropout_p: float,
 ) -> torch.Tensor:
-    """q: (B, H, T, Dh), k and v: (B, H, S, Dh) -> (B, H, T, Dh)."""
-    attn_mask = mask.mask if mask.mask is None else mask.mask.to(q.dtype)
+    """F.scaled_dot_product_attention(q, k, v, ...): q (B, H, T, Dh), k and v (B, H, S, Dh),
+    attn_mask an additive (B|1, H|1, T, S) float mask -> (B, H, T, Dh)."""
+    attn_mask = attn_mask if attn_mask is None else attn_mask.to(q.dtype)
     if not _uses_matmul_attention(q, k):
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=mask.is_causal, scale=scale
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )
     B, H, T, Dh = q.shape
     S = k.shape[2]
     q, k, v = (t.reshape(B * H, -1, Dh) for t in (q, k, v))  # (B*H, T|S, Dh), as bmm needs them
-    if attn_mask is None and mask.is_causal:
+    if attn_mask is None and is_causal:
         # The bias broadcasts over B*H, so the GEMM adds it in its epilogue: no pass of its own.
         scores = torch.baddbmm(
             _causal_bias(T, S, q.dtype, q.device), q, k.transpose(1, 2), alpha=scale

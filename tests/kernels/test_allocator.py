@@ -1,4 +1,4 @@
-"""training.allocator: freed blocks stay in the process and come back without page faults."""
+"""kernels.allocator: freed blocks stay in the process and come back without page faults."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 # merge; training steps free many blocks at once and settle within two steps.)
 _LOOP = """
 import json, resource, sys, torch
-from lmforge.training.allocator import keep_freed_memory
+from lmforge.kernels.allocator import keep_freed_memory
 
 def resident_mib():
     with open("/proc/self/status") as status:

@@ -1,4 +1,4 @@
-"""Dense layers and matrix products whose fp32 CPU GEMMs run on the faster of MKL and oneDNN.
+"""Linear layers and matrix products whose fp32 CPU GEMMs run on the faster of MKL and oneDNN.
 
 PyTorch's CPU builds send fp32 matmuls to MKL, which dispatches its AVX-512 kernels on Intel CPUs
 only: on AMD Zen 4/5 it runs AVX2 kernels at about half the machine's fp32 rate. oneDNN, in every
@@ -8,9 +8,11 @@ x86 build of torch (it already runs the bf16 matmuls), uses AVX-512 on both vend
 input gradient, weight gradient) goes through oneDNN's inner-product primitive here
 (`torch.ops.mkldnn._linear_pointwise`, the op torch.compile's CPU backend emits for linears);
 elsewhere, in autocast, under torch.compile and for other dtypes or devices, F.linear is used.
+`OneDNNLinear` is the `nn.Linear` that `kernels.apply_cpu_kernels` swaps into a built model; the
+LM head and the fused loss call `linear`, `matmul_nt` and `matmul_tn` directly.
 
 Both are IEEE fp32 products with fp32 accumulation; only the summation order differs, so results
-agree with F.linear to fp32 rounding (tests/layers/test_linear.py).
+agree with F.linear to fp32 rounding (tests/kernels/test_linear.py).
 
 `LMFORGE_CPU_MATMUL=onednn|aten|auto` overrides the choice (auto: oneDNN on x86 CPUs that have
 AVX-512 and are not Intel's).
@@ -97,7 +99,7 @@ def matmul_tn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _onednn_nt(a.t(), b.t())
 
 
-class _OneDNNLinear(torch.autograd.Function):
+class _OneDNNLinearFunction(torch.autograd.Function):
     """y = x @ W.T + b with all three products on oneDNN. x: (..., K), W: (N, K), b: (N,)."""
 
     @staticmethod
@@ -127,10 +129,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return F.linear(x, weight, bias)
     if not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors):
         return _onednn_nt(x, weight, bias)
-    return _OneDNNLinear.apply(x, weight, bias)
+    return _OneDNNLinearFunction.apply(x, weight, bias)
 
 
-class Linear(nn.Linear):
+class OneDNNLinear(nn.Linear):
     """nn.Linear (same parameters, names and initialisation) computed by `linear`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

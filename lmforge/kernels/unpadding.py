@@ -6,7 +6,11 @@ of a (B, T) batch, and lay them back out as (B, T, ...) only around the attentio
 MosaicBERT and FlashAttention's varlen path do, with a padded kernel here). On fine-tuning batches
 padded to their longest row the token-wise work shrinks by the padding fraction; copying rows out
 and back in costs two gathers a layer, which only pays where enough of the batch is padding
-(`MIN_PADDING_FRACTION`, measured in docs/benchmarks.md).
+(`MIN_PADDING_FRACTION`, measured in docs/benchmarks.md). The real tokens' outputs and every
+gradient equal the padded path's (tests/kernels/test_unpadding.py); pads come out as zeros.
+
+A stack decides whether its layers allow the (N, D) layout (no KV cache, no cross-attention);
+`Unpadded.of` decides whether it pays.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ class Unpadded:
     @classmethod
     def of(cls, attention_mask: torch.Tensor, min_padding: float | None = None) -> Unpadded | None:
         """The layout of `attention_mask` (B, T), 1 = real token; None where less than
-        `min_padding` (default MIN_PADDING_FRACTION) of it is padding: the padded path is then
-        the faster one."""
+        `min_padding` (default MIN_PADDING_FRACTION) of it is padding (the padded path is then the
+        faster one), and under torch.compile (data-dependent shapes: compiled code keeps pads)."""
+        if torch.compiler.is_compiling():
+            return None
         min_padding = MIN_PADDING_FRACTION if min_padding is None else min_padding
         B, T = attention_mask.shape
         indices = attention_mask.reshape(-1).nonzero().squeeze(1)

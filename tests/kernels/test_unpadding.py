@@ -1,4 +1,4 @@
-"""layers.unpadding: padded batches run on their real tokens only, with the same results."""
+"""kernels.unpadding: padded batches run on their real tokens only, with the same results."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lmforge.config.presets import get_preset
-from lmforge.layers import unpadding
-from lmforge.layers.unpadding import Unpadded
+from lmforge.kernels import unpadding
+from lmforge.kernels.unpadding import Unpadded
 from lmforge.models.lm import build_model
 
 
