@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "evaluation": _GROUND,
     "distributed": _GROUND,
     "layers": _GROUND | {"kernels"},
-    "models": _MODELS,
+    "models": _MODELS | {"kernels"},
     "interop": _GROUND | {"models"},
     # The KV cache the search loops fill is a layer.
     "generation": _MODELS,
