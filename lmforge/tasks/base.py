@@ -138,21 +138,6 @@ def task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(module), cls)
 
 
-def backbone_hidden(
-    backbone: LanguageModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    segment_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Final hidden states (B, T, D) of the stack a task head reads: the encoder of encoder and
-    encoder-decoder models, the decoder of decoder models. attention_mask: (B, T), 1 = token."""
-    if backbone.config.family == "decoder":
-        return backbone.hidden_states(input_ids, attention_mask=attention_mask)
-    if backbone.config.family == "encoder":
-        return backbone.encode(input_ids, attention_mask=attention_mask, segment_ids=segment_ids)
-    return backbone.encode(input_ids, attention_mask)
-
-
 def encoder_framing(tokenizer: Tokenizer) -> tuple[list[int], list[int], list[int]] | None:
     """Special ids (opening, between two segments, closing) of an encoder input: BERT's
     [CLS] a [SEP] b [SEP] (WordPiece), RoBERTa's <s> a </s></s> b </s> (byte-level BPE); None when

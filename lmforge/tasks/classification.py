@@ -33,7 +33,6 @@ from lmforge.models.lm import LanguageModel
 from lmforge.objectives.span_corruption import shift_right
 from lmforge.tasks.base import (
     Task,
-    backbone_hidden,
     encoder_framing,
     pad_batch,
     to_model_device,
@@ -61,7 +60,9 @@ class SequenceClassifier(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, segment_ids: torch.Tensor
     ) -> torch.Tensor:
-        hidden = backbone_hidden(self.backbone, input_ids, attention_mask, segment_ids)
+        hidden = self.backbone.hidden_states(
+            input_ids, attention_mask=attention_mask, segment_ids=segment_ids
+        )
         if self.backbone.config.family == "encoder":
             pooled = self.backbone.pooler(hidden)  # (B, D): tanh(dense(first token))
         else:  # the last real token has seen the whole text through causal attention

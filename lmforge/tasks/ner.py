@@ -40,7 +40,7 @@ from lmforge.errors import LmforgeError
 from lmforge.evaluation.seqeval import entity_scores
 from lmforge.models.heads import IGNORE_INDEX, TaskHead, token_loss_sum
 from lmforge.models.lm import LanguageModel
-from lmforge.tasks.base import Task, backbone_hidden, encoder_framing, pad_batch
+from lmforge.tasks.base import Task, encoder_framing, pad_batch
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class TaggingModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask (1 = token): (B, T) -> logits (B, T, C)."""
-        return self.head(backbone_hidden(self.backbone, input_ids, attention_mask))
+        return self.head(self.backbone.hidden_states(input_ids, attention_mask=attention_mask))
 
 
 class TaggingTask(Task):

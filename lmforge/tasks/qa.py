@@ -35,7 +35,6 @@ from lmforge.models.heads import TaskHead
 from lmforge.models.lm import LanguageModel
 from lmforge.tasks.base import (
     Task,
-    backbone_hidden,
     encoder_framing,
     pad_batch,
     to_model_device,
@@ -80,7 +79,9 @@ class SpanExtractor(nn.Module):
         attention_mask: torch.Tensor,
         segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = backbone_hidden(self.backbone, input_ids, attention_mask, segment_ids)
+        hidden = self.backbone.hidden_states(
+            input_ids, attention_mask=attention_mask, segment_ids=segment_ids
+        )
         scores = self.head(hidden)  # (B, T, 2)
         # Padding never wins and does not shift the softmax, so results do not depend on batching.
         padding = (attention_mask == 0).unsqueeze(-1)
