@@ -23,6 +23,7 @@ from torch import nn
 
 from lmforge.config.finetune import ClassifyOptions
 from lmforge.config.model import ModelConfig
+from lmforge.data.framing import shift_right
 from lmforge.data.labelled import ClassificationExample, read_classification
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
@@ -30,7 +31,6 @@ from lmforge.evaluation.classification import accuracy, macro_f1
 from lmforge.generation.search import SamplingConfig, decoder_start_id, generate_seq2seq
 from lmforge.models.heads import IGNORE_INDEX, TaskHead
 from lmforge.models.lm import LanguageModel
-from lmforge.objectives.span_corruption import shift_right
 from lmforge.tasks.base import (
     Task,
     encoder_framing,

@@ -30,6 +30,7 @@ from torch import nn
 
 from lmforge.config.finetune import Seq2SeqOptions
 from lmforge.config.model import ModelConfig
+from lmforge.data.framing import shift_right
 from lmforge.data.pairs import Seq2SeqExample, read_pairs
 from lmforge.data.records import split_by_group
 from lmforge.data.tokenizer import Tokenizer
@@ -44,7 +45,6 @@ from lmforge.generation.search import (
 )
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import EncoderDecoderModel, LanguageModel
-from lmforge.objectives.span_corruption import shift_right
 from lmforge.tasks.base import Task, pad_batch, to_model_device
 
 METRICS = {"translation": "bleu", "summarization": "rougeL", "qa": "f1"}
