@@ -66,13 +66,13 @@ def fill_mask(
     model: EncoderModel, tokenizer: Tokenizer, text: str, *, top_k: int
 ) -> list[list[tuple[float, str, str]]]:
     """For each mask in `text`, top_k (probability, token, completed text) tuples."""
+    from lmforge.data.framing import framing_for
+
     mask_token = tokenizer.roles["mask"]
     # The space before a mask belongs to the predicted token with byte-level BPE (`Ġparis`), as
     # RoBERTa's <mask> strips it (lstrip); WordPiece ignores the space either way.
     ids = tokenizer.encode(_MASK_SPELLINGS.sub(mask_token, text))
-    start = tokenizer.cls_id if tokenizer.cls_id is not None else tokenizer.bos_id
-    end = tokenizer.sep_id if tokenizer.sep_id is not None else tokenizer.eos_id
-    ids = [i for i in (start,) if i is not None] + ids + [i for i in (end,) if i is not None]
+    ids = framing_for(tokenizer, model.config.family).single(ids)
     limit = model.config.max_seq_len
     if limit is not None and len(ids) > limit:
         raise LmforgeError(f"the text is {len(ids)} tokens long; the model reads at most {limit}")

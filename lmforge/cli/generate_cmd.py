@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_seq2seq(args, model, tokenizer, checkpoint: Path, sampling) -> int:  # noqa: ANN001
     """Encode the prompt as the input text and print the decoded output text."""
+    from lmforge.data.framing import framing_for
     from lmforge.generation.search import (
         BeamConfig,
         beam_search_seq2seq,
@@ -105,9 +106,7 @@ def run_seq2seq(args, model, tokenizer, checkpoint: Path, sampling) -> int:  # n
 
     if not args.prompt:
         raise LmforgeError("give the input text with --prompt")
-    ids = tokenizer.encode(args.prompt) + [tokenizer.eos_id]
-    if tokenizer.bos_id is not None:
-        ids = [tokenizer.bos_id, *ids]  # BART frames inputs as <s> ... </s>
+    ids = framing_for(tokenizer, model.config.family).single(tokenizer.encode(args.prompt))
     input_ids = torch.tensor([ids] * args.num_samples)
     start_id = decoder_start_id(tokenizer, checkpoint)
     start = time.perf_counter()

@@ -200,7 +200,7 @@ def generate_seq2seq(
     mask = None if attention_mask is None else attention_mask.to(device)
     was_training = model.training
     model.eval()
-    memory = model.encode(input_ids, mask)
+    memory = model.hidden_states(input_ids, attention_mask=mask)
     B = input_ids.shape[0]
     cache = model.new_cache(B, sampling.max_new_tokens) if use_cache else None
     ids = torch.full((B, 1), decoder_start_id, dtype=torch.long, device=device)
@@ -283,7 +283,7 @@ def beam_search_seq2seq(
     model.eval()
     flat_ids = input_ids.to(device).repeat_interleave(K, dim=0)
     mask = None if attention_mask is None else attention_mask.to(device).repeat_interleave(K, 0)
-    memory = model.encode(flat_ids, mask)
+    memory = model.hidden_states(flat_ids, attention_mask=mask)
     max_len = 1 + beam.max_new_tokens
     cache = model.new_cache(B * K, max_len) if use_cache else None
     running = torch.full((B, K, max_len), pad_id, dtype=torch.long, device=device)

@@ -56,6 +56,23 @@ class LanguageModel(nn.Module):
     def stacks(self) -> list[Stack]:
         raise NotImplementedError
 
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) token ids -> final hidden states (B, T, D) of the stack a task head reads, the
+        first of `stacks()`: the decoder of decoder models, the encoder of the others.
+
+        attention_mask: (B, T), 1 = token. segment_ids: (B, T), read by models with segment
+        embeddings (BERT, RoBERTa) and ignored by all others, whatever their family.
+        """
+        return self.stacks()[0](
+            self.token_embed(input_ids), attention_mask=attention_mask, segment_ids=segment_ids
+        )
+
     def _output(self, hidden: torch.Tensor, labels: torch.Tensor | None) -> ModelOutput:
         if labels is None:
             return ModelOutput(logits=self.lm_head(hidden, self.token_embed.weight))
@@ -165,12 +182,6 @@ class DecoderModel(LanguageModel):
     def stacks(self) -> list[Stack]:
         return [self.decoder]
 
-    def hidden_states(
-        self, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(B, T) token ids -> final hidden states (B, T, D), for task heads."""
-        return self.decoder(self.token_embed(input_ids), attention_mask=attention_mask)
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -203,18 +214,6 @@ class EncoderModel(LanguageModel):
         # The pooler serves classification tasks; masked language modeling does not use it.
         return [f"pooler.{name}" for name, _ in self.pooler.named_parameters()]
 
-    def encode(
-        self,
-        input_ids: torch.Tensor,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """(B, T) token ids -> hidden states (B, T, D); `pooler(hidden)` gives (B, D)."""
-        return self.encoder(
-            self.token_embed(input_ids), attention_mask=attention_mask, segment_ids=segment_ids
-        )
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -224,7 +223,9 @@ class EncoderModel(LanguageModel):
         labels: torch.Tensor | None = None,
     ) -> ModelOutput:
         """input_ids, attention_mask (1 = real token), segment_ids, labels: (B, T)."""
-        hidden = self.encode(input_ids, attention_mask=attention_mask, segment_ids=segment_ids)
+        hidden = self.hidden_states(
+            input_ids, attention_mask=attention_mask, segment_ids=segment_ids
+        )
         return self._output(hidden, labels)
 
 
@@ -237,12 +238,6 @@ class EncoderDecoderModel(LanguageModel):
 
     def stacks(self) -> list[Stack]:
         return [self.encoder, self.decoder]
-
-    def encode(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(B, S) -> encoder output (B, S, D)."""
-        return self.encoder(self.token_embed(input_ids), attention_mask=attention_mask)
 
     def forward(
         self,
@@ -258,7 +253,7 @@ class EncoderDecoderModel(LanguageModel):
         """Encode `input_ids` (or reuse `memory`, (B, S, D)), then decode `decoder_input_ids`."""
         if memory is None and (cache is None or cache.cross[0] is None):
             assert input_ids is not None, "give input_ids or a precomputed encoder output"
-            memory = self.encode(input_ids, attention_mask)
+            memory = self.hidden_states(input_ids, attention_mask=attention_mask)
         hidden = self.decoder(
             self.token_embed(decoder_input_ids),
             attention_mask=decoder_attention_mask,

@@ -30,9 +30,9 @@ import math
 
 import torch
 
+from lmforge.data.framing import shift_right
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
-from lmforge.objectives.span_corruption import shift_right
 
 SENTENCE_END = (".", "!", "?")
 

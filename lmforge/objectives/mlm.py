@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from lmforge.config.schema import ObjectiveSection
+from lmforge.data.framing import framing_for
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.models.heads import IGNORE_INDEX
@@ -75,18 +76,6 @@ def word_start_table(tokenizer: Tokenizer) -> torch.Tensor:
     return table | special_token_table(tokenizer)
 
 
-def _framing_ids(tokenizer: Tokenizer) -> tuple[int, int]:
-    start = tokenizer.cls_id if tokenizer.cls_id is not None else tokenizer.bos_id
-    end = tokenizer.sep_id if tokenizer.sep_id is not None else tokenizer.eos_id
-    if start is None or end is None:
-        raise LmforgeError(
-            "masked language modeling frames sequences as [CLS] ... [SEP] or <s> ... </s>, but the "
-            "tokenizer lacks one of them; train it with `lmforge tokenizer train --kind wordpiece` "
-            "(BERT) or `--kind bpe` (RoBERTa)"
-        )
-    return start, end
-
-
 class MaskedLM:
     name = "mlm"
     families = ("encoder",)
@@ -103,7 +92,9 @@ class MaskedLM:
         self.mask_rate = settings.mask_rate
         self.target_fraction = settings.mask_rate
         self.mask_id = tokenizer.mask_id
-        self.start_id, self.end_id = _framing_ids(tokenizer)
+        framing = framing_for(tokenizer, "encoder")
+        framing.require_enclosing("masked language modeling")
+        (self.start_id,), (self.end_id,) = framing.start, framing.end
         self.is_special = special_token_table(tokenizer)
         self.random_pool = (~self.is_special).nonzero().squeeze(1)
         self.word_start = word_start_table(tokenizer) if settings.whole_word_masking else None

@@ -27,6 +27,7 @@ from functools import lru_cache
 
 import torch
 
+from lmforge.data.framing import shift_right
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 
@@ -128,14 +129,6 @@ def replace_spans_with_sentinels(
     replaced = torch.where(first, sentinel, tokens)
     keep = ~span_mask | first
     return replaced[keep].view(tokens.shape[0], -1)
-
-
-def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
-    """Decoder inputs (B, T): `start_id` then labels[:, :-1], ignored labels read as padding
-    (transformers' shift_tokens_right)."""
-    shifted = labels.new_full(labels.shape, start_id)
-    shifted[:, 1:] = labels[:, :-1]
-    return shifted.masked_fill(shifted == -100, pad_id)
 
 
 class SpanCorruption:

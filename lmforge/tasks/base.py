@@ -26,6 +26,7 @@ from torch import nn
 
 from lmforge.config.finetune import task_entry
 from lmforge.config.model import ModelConfig
+from lmforge.data.framing import framing_for
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.models.lm import LanguageModel
@@ -54,6 +55,12 @@ class Task:
         self.options = options
         self.tokenizer = tokenizer
         self.model_config = model_config
+        self.framing = framing_for(
+            tokenizer,
+            model_config.family,
+            num_segment_types=model_config.embedding.num_segment_types,
+        )
+        """The special tokens around and between this model type's texts."""
 
     def read_checkpoint(self, checkpoint: Path) -> None:
         """Learn what the task needs from the pretrained checkpoint directory (e.g. the decoder
@@ -128,32 +135,6 @@ def task_class(name: str) -> type[Task]:
 
     module, cls = task_entry(name).task_class.split(":")
     return getattr(importlib.import_module(module), cls)
-
-
-def backbone_hidden(
-    backbone: LanguageModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    segment_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Final hidden states (B, T, D) of the stack a task head reads: the encoder of encoder and
-    encoder-decoder models, the decoder of decoder models. attention_mask: (B, T), 1 = token."""
-    if backbone.config.family == "decoder":
-        return backbone.hidden_states(input_ids, attention_mask=attention_mask)
-    if backbone.config.family == "encoder":
-        return backbone.encode(input_ids, attention_mask=attention_mask, segment_ids=segment_ids)
-    return backbone.encode(input_ids, attention_mask)
-
-
-def encoder_framing(tokenizer: Tokenizer) -> tuple[list[int], list[int], list[int]] | None:
-    """Special ids (opening, between two segments, closing) of an encoder input: BERT's
-    [CLS] a [SEP] b [SEP] (WordPiece), RoBERTa's <s> a </s></s> b </s> (byte-level BPE); None when
-    the tokenizer has neither pair."""
-    if tokenizer.cls_id is not None and tokenizer.sep_id is not None:
-        return [tokenizer.cls_id], [tokenizer.sep_id], [tokenizer.sep_id]
-    if tokenizer.bos_id is not None and tokenizer.eos_id is not None:
-        return [tokenizer.bos_id], [tokenizer.eos_id, tokenizer.eos_id], [tokenizer.eos_id]
-    return None
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:

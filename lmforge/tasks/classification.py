@@ -5,7 +5,10 @@
     decoder          </s> a (</s> b) </s>     -> hidden state of the last real token -> head
                      (GPT2ForSequenceClassification; the leading separator is what precedes every
                      document in pretraining)
-    encoder-decoder  prefix a (b) </s>        -> the decoder generates the label's word (T5)
+    encoder-decoder  prefix a (b) </s>        -> the decoder generates the label's word + </s>
+                     (T5; BART: <s> ... </s> around both, as every BART input and target)
+
+The encoder and encoder-decoder framing is `lmforge.data.framing`'s.
 
 Metrics: accuracy and macro-F1 (the checkpoint is chosen on accuracy).
 """
@@ -23,6 +26,7 @@ from torch import nn
 
 from lmforge.config.finetune import ClassifyOptions
 from lmforge.config.model import ModelConfig
+from lmforge.data.framing import Framing, shift_right
 from lmforge.data.labelled import ClassificationExample, read_classification
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
@@ -30,14 +34,7 @@ from lmforge.evaluation.classification import accuracy, macro_f1
 from lmforge.generation.search import SamplingConfig, decoder_start_id, generate_seq2seq
 from lmforge.models.heads import IGNORE_INDEX, TaskHead
 from lmforge.models.lm import LanguageModel
-from lmforge.objectives.span_corruption import shift_right
-from lmforge.tasks.base import (
-    Task,
-    backbone_hidden,
-    encoder_framing,
-    pad_batch,
-    to_model_device,
-)
+from lmforge.tasks.base import Task, pad_batch, to_model_device
 
 
 @dataclass
@@ -61,7 +58,9 @@ class SequenceClassifier(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, segment_ids: torch.Tensor
     ) -> torch.Tensor:
-        hidden = backbone_hidden(self.backbone, input_ids, attention_mask, segment_ids)
+        hidden = self.backbone.hidden_states(
+            input_ids, attention_mask=attention_mask, segment_ids=segment_ids
+        )
         if self.backbone.config.family == "encoder":
             pooled = self.backbone.pooler(hidden)  # (B, D): tanh(dense(first token))
         else:  # the last real token has seen the whole text through causal attention
@@ -84,12 +83,12 @@ class ClassificationTask(Task):
         self.max_length = min(options.max_length, model_config.max_seq_len or options.max_length)
         self.decoder_start_id = decoder_start_id(tokenizer) if self.is_generative else None
         if model_config.family == "encoder":
-            framing = encoder_framing(tokenizer)
-            if framing is None:
-                raise LmforgeError(
-                    "the tokenizer has no [CLS]/<s> and [SEP]/</s> tokens an encoder needs"
-                )
-            self.framing = framing
+            self.framing.require_enclosing("sentence classification")  # the pooler reads [CLS]
+        elif model_config.family == "decoder":
+            # The head reads the last real token: each text is framed as a pretraining document,
+            # the separator before and after it, so that token is always the separator.
+            separator = (tokenizer.separator_id,)
+            self.framing = Framing(start=separator, middle=separator, end=separator)
         for role in ("eos",) if self.is_generative else ():
             if getattr(tokenizer, f"{role}_id") is None:
                 raise LmforgeError(f"the tokenizer has no {role} token, which {self.name} needs")
@@ -148,36 +147,19 @@ class ClassificationTask(Task):
         return features
 
     def _word_ids(self, label: str) -> list[int]:
-        return self.tokenizer.encode(self.words.get(label, label)) + [self.tokenizer.eos_id]
+        """The decoder's target for `label`: its word, framed (T5: word </s>)."""
+        return self.framing.single(self.tokenizer.encode(self.words.get(label, label)))
 
     def _encode(self, texts: tuple[str, ...]) -> tuple[list[int], list[int]]:
         """Token ids and segment ids (0 for the first text, 1 for the second) of one input."""
-        tok, family = self.tokenizer, self.model_config.family
-        if family == "encoder_decoder":
+        if self.is_generative:  # text to text: one input, each text after its field's name
             joined = " ".join(
                 f"{field}: {text}" if len(texts) > 1 else text
                 for field, text in zip(self.text_fields, texts, strict=False)
             )
-            pieces = [tok.encode(self.options.prefix + joined)]
-            opening, middle, closing = [], [], [tok.eos_id]
-        elif family == "decoder":
-            pieces = [tok.encode(text) for text in texts]
-            opening, middle, closing = [tok.separator_id], [tok.separator_id], [tok.separator_id]
-        else:
-            pieces = [tok.encode(text) for text in texts]
-            opening, middle, closing = self.framing
-        budget = self.max_length - len(opening) - len(closing) - len(middle) * (len(pieces) - 1)
-        pieces = _truncate_longest_first(pieces, budget)
-        ids, segments = list(opening), [0] * len(opening)
-        for i, piece in enumerate(pieces):
-            part = (middle if i else []) + piece
-            ids += part
-            segments += [min(i, 1)] * len(part)
-        ids += closing
-        segments += [min(len(pieces) - 1, 1)] * len(closing)
-        if self.model_config.embedding.num_segment_types < 2:
-            segments = [0] * len(ids)
-        return ids, segments
+            texts = (self.options.prefix + joined,)
+        pieces = [self.tokenizer.encode(text) for text in texts]
+        return self.framing.join(pieces, self.max_length)
 
     def collate(self, features: Sequence[ClassificationFeature]) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
@@ -271,15 +253,6 @@ class ClassificationTask(Task):
         by_word = {self.words.get(label, label): label for label in self.labels}
         texts = [self.tokenizer.decode(row[1:], skip_special_tokens=True).strip() for row in out]
         return [by_word.get(text, text) for text in texts]
-
-
-def _truncate_longest_first(pieces: list[list[int]], budget: int) -> list[list[int]]:
-    """Drop tokens from the end of the longest text until all fit in `budget` (as transformers'
-    truncation="longest_first")."""
-    pieces = [list(p) for p in pieces]
-    while sum(len(p) for p in pieces) > max(budget, 0):
-        max(pieces, key=len).pop()
-    return pieces
 
 
 def _parse_label_words(spec: str) -> dict[str, str]:

@@ -40,7 +40,7 @@ from lmforge.errors import LmforgeError
 from lmforge.evaluation.seqeval import entity_scores
 from lmforge.models.heads import IGNORE_INDEX, TaskHead, token_loss_sum
 from lmforge.models.lm import LanguageModel
-from lmforge.tasks.base import Task, backbone_hidden, encoder_framing, pad_batch
+from lmforge.tasks.base import Task, pad_batch
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class TaggingModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask (1 = token): (B, T) -> logits (B, T, C)."""
-        return self.head(backbone_hidden(self.backbone, input_ids, attention_mask))
+        return self.head(self.backbone.hidden_states(input_ids, attention_mask=attention_mask))
 
 
 class TaggingTask(Task):
@@ -84,7 +84,6 @@ class TaggingTask(Task):
         self.labels: list[str] = []
         """BIO2 labels, "O" first, then B-/I- of every entity type of the training file, sorted."""
         self.train_scheme = "bio2"
-        self.prefix, self.suffix = _special_ids(tokenizer, model_config.family)
         # The position table bounds the sequence whatever the option says.
         self.max_length = min(options.max_length, model_config.max_seq_len or options.max_length)
 
@@ -172,10 +171,11 @@ class TaggingTask(Task):
         }
 
     def _encode(self, sentences: list[list[str]]) -> list[_Encoded]:
-        """Tokenize sentences as running text; special tokens around; at most max_length ids."""
+        """Tokenize sentences as running text, framed (GPT-2: as they are); at most max_length
+        ids."""
         texts = [" ".join(words) for words in sentences]
         encodings = self.tokenizer.inner.encode_batch(texts, add_special_tokens=False)
-        budget = self.max_length - len(self.prefix) - len(self.suffix)
+        budget = max(self.max_length - self.framing.special_count(), 0)
         encoded = []
         for words, encoding in zip(sentences, encodings, strict=True):
             owners = _char_owners(words)
@@ -183,8 +183,8 @@ class TaggingTask(Task):
             for position, (start, _) in enumerate(encoding.offsets[:budget]):
                 word = owners[min(start, len(owners) - 1)]
                 if first_pieces[word] < 0:
-                    first_pieces[word] = len(self.prefix) + position
-            input_ids = [*self.prefix, *encoding.ids[:budget], *self.suffix]
+                    first_pieces[word] = len(self.framing.start) + position
+            input_ids = self.framing.single(encoding.ids, self.max_length)
             encoded.append(_Encoded(input_ids, first_pieces))
         return encoded
 
@@ -252,18 +252,6 @@ class TaggingTask(Task):
                 predicted[i] = [self.labels[row[p]] if p >= 0 else "O" for p in pieces]
         model.train(was_training)
         return predicted
-
-
-def _special_ids(tokenizer: Tokenizer, family: str) -> tuple[list[int], list[int]]:
-    """Ids put before and after every sentence: [CLS] .. [SEP] (WordPiece encoders), <s> .. </s>
-    (byte-level BPE encoders), nothing for decoders (GPT-2 tags raw text)."""
-    if family == "decoder":
-        return [], []
-    framing = encoder_framing(tokenizer)
-    if framing is not None:
-        opening, _, closing = framing
-        return opening, closing
-    return [], [] if tokenizer.eos_id is None else [tokenizer.eos_id]
 
 
 def _char_owners(words: list[str]) -> list[int]:

@@ -33,13 +33,7 @@ from lmforge.errors import LmforgeError
 from lmforge.evaluation.squad import squad_scores
 from lmforge.models.heads import TaskHead
 from lmforge.models.lm import LanguageModel
-from lmforge.tasks.base import (
-    Task,
-    backbone_hidden,
-    encoder_framing,
-    pad_batch,
-    to_model_device,
-)
+from lmforge.tasks.base import Task, pad_batch, to_model_device
 
 Span = tuple[int, int]
 """Character offsets [start, end) in a context."""
@@ -80,7 +74,9 @@ class SpanExtractor(nn.Module):
         attention_mask: torch.Tensor,
         segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = backbone_hidden(self.backbone, input_ids, attention_mask, segment_ids)
+        hidden = self.backbone.hidden_states(
+            input_ids, attention_mask=attention_mask, segment_ids=segment_ids
+        )
         scores = self.head(hidden)  # (B, T, 2)
         # Padding never wins and does not shift the softmax, so results do not depend on batching.
         padding = (attention_mask == 0).unsqueeze(-1)
@@ -94,16 +90,15 @@ class ExtractiveQATask(Task):
 
     def __init__(self, options: QAOptions, tokenizer: Tokenizer, model_config: ModelConfig):
         super().__init__(options, tokenizer, model_config)
-        self.prefix_ids, self.middle_ids, self.suffix_ids = _special_layout(tokenizer)
+        self.framing.require_enclosing("extractive QA")
         self.max_length = min(options.max_length, model_config.max_seq_len or options.max_length)
-        specials = len(self.prefix_ids) + len(self.middle_ids) + len(self.suffix_ids)
+        specials = self.framing.special_count(2)
         if options.stride >= self.max_length - options.max_question_length - specials:
             raise LmforgeError(
                 f"task.stride={options.stride} leaves no room in {self.max_length}-token windows "
                 f"(the model's limit) after a {options.max_question_length}-token question; "
                 "lower task.stride or task.max_question_length"
             )
-        self.has_segments = model_config.embedding.num_segment_types >= 2
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -155,22 +150,22 @@ class ExtractiveQATask(Task):
         offsets: list[Span],
     ) -> list[QAWindow]:
         """The windows of one question over its context tokens `ids` (with their `offsets`)."""
-        head = self.prefix_ids + question + self.middle_ids
-        room = self.max_length - len(head) - len(self.suffix_ids)
+        framing = self.framing
+        context_start = len(framing.start) + len(question) + len(framing.middle)
+        room = self.max_length - framing.special_count(2) - len(question)
         answer = _answer_tokens(example, offsets)
         windows, start = [], 0
         while True:
             end = min(start + room, len(ids))
             first, last = 0, 0
             if answer is not None and start <= answer[0] and answer[1] < end:
-                first, last = answer[0] - start + len(head), answer[1] - start + len(head)
-            input_ids = head + ids[start:end] + self.suffix_ids
-            segment_ids = None
-            if self.has_segments:
-                segment_ids = [0] * len(head) + [1] * (len(input_ids) - len(head))
-            windows.append(
-                QAWindow(index, input_ids, segment_ids, len(head), offsets[start:end], first, last)
-            )
+                first, last = answer[0] - start + context_start, answer[1] - start + context_start
+            input_ids, segment_ids = framing.pair(question, ids[start:end])
+            window = QAWindow(
+                index, input_ids, segment_ids if framing.has_segments else None, context_start,
+                offsets[start:end], first, last,
+            )  # fmt: skip
+            windows.append(window)
             if end == len(ids):
                 return windows
             start += room - self.options.stride
@@ -184,7 +179,7 @@ class ExtractiveQATask(Task):
             "start_positions": torch.tensor([f.start_position for f in features]),
             "end_positions": torch.tensor([f.end_position for f in features]),
         }
-        if self.has_segments:
+        if self.framing.has_segments:
             batch["segment_ids"] = pad_batch([f.segment_ids or [] for f in features], 0)
         return batch
 
@@ -234,17 +229,6 @@ class ExtractiveQATask(Task):
             }
             for i, example in enumerate(examples)
         ]
-
-
-def _special_layout(tokenizer: Tokenizer) -> tuple[list[int], list[int], list[int]]:
-    """The special tokens before the question, between question and context, and at the end."""
-    framing = encoder_framing(tokenizer)
-    if framing is not None:
-        return framing
-    raise LmforgeError(
-        "extractive QA needs a tokenizer with [CLS] and [SEP] (WordPiece) or <s> and </s> "
-        "(byte-level BPE) tokens; this one has neither pair"
-    )
 
 
 def _trim_offsets(offsets: Sequence[Span], text: str) -> list[Span]:

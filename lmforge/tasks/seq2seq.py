@@ -30,6 +30,7 @@ from torch import nn
 
 from lmforge.config.finetune import Seq2SeqOptions
 from lmforge.config.model import ModelConfig
+from lmforge.data.framing import shift_right
 from lmforge.data.pairs import Seq2SeqExample, read_pairs
 from lmforge.data.records import split_by_group
 from lmforge.data.tokenizer import Tokenizer
@@ -44,7 +45,6 @@ from lmforge.generation.search import (
 )
 from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import EncoderDecoderModel, LanguageModel
-from lmforge.objectives.span_corruption import shift_right
 from lmforge.tasks.base import Task, pad_batch, to_model_device
 
 METRICS = {"translation": "bleu", "summarization": "rougeL", "qa": "f1"}
@@ -71,9 +71,7 @@ class Seq2SeqTask(Task):
         self.metric = METRICS[options.kind]
         if tokenizer.eos_id is None:
             raise LmforgeError("seq2seq fine-tuning needs a tokenizer with an end token (</s>)")
-        # BART-style tokenizers (with <s>) frame every sequence as <s> ... </s>.
-        self.bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
-        special = len(self.bos) + 1
+        special = self.framing.special_count()  # </s>, and <s> with BART-style tokenizers
         if options.max_source_length <= special or options.max_target_length <= special:
             raise LmforgeError(
                 f"task.max_source_length and task.max_target_length must exceed {special} "
@@ -129,15 +127,12 @@ class Seq2SeqTask(Task):
 
     def encode_source(self, source: str) -> list[int]:
         """[<s>] prefix + source </s>, truncated to max_source_length tokens."""
-        room = self.options.max_source_length - len(self.bos) - 1
-        tokens = self.tokenizer.encode(self.options.prefix + source)[:room]
-        return [*self.bos, *tokens, self.tokenizer.eos_id]
+        tokens = self.tokenizer.encode(self.options.prefix + source)
+        return self.framing.single(tokens, self.options.max_source_length)
 
     def encode_target(self, target: str) -> list[int]:
         """[<s>] target </s>, truncated to max_target_length tokens."""
-        room = self.options.max_target_length - len(self.bos) - 1
-        tokens = self.tokenizer.encode(target)[:room]
-        return [*self.bos, *tokens, self.tokenizer.eos_id]
+        return self.framing.single(self.tokenizer.encode(target), self.options.max_target_length)
 
     def features(self, examples: list[Seq2SeqExample]) -> list[Seq2SeqFeature]:
         return [

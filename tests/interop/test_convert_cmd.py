@@ -205,7 +205,7 @@ def test_bare_bert_body_converts_with_a_fresh_head(tmp_path):
     batch, keep = _batch("bert")
     with torch.no_grad():
         expected = hf_model(**batch).last_hidden_state
-        got = model.encode(batch["input_ids"], attention_mask=batch["attention_mask"])
+        got = model.hidden_states(batch["input_ids"], attention_mask=batch["attention_mask"])
     keep = keep.bool()
     torch.testing.assert_close(got[keep], expected[keep], atol=1e-5, rtol=1e-4)
     assert torch.equal(model.lm_head.transform.norm.weight, torch.ones(model.config.d_model))

@@ -35,10 +35,7 @@ def test_padding_is_kept_where_too_little_of_the_batch_is_padding() -> None:
 
 def _hidden_and_grads(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor):
     model.zero_grad()
-    if model.config.family == "decoder":
-        hidden = model.decoder(model.token_embed(ids), attention_mask=mask)
-    else:
-        hidden = model.encode(ids, attention_mask=mask)
+    hidden = model.hidden_states(ids, attention_mask=mask)
     (hidden * mask[..., None]).square().mean().backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     return hidden, grads

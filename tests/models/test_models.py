@@ -148,7 +148,7 @@ def test_encoder_uses_segment_ids_and_padding() -> None:
 
 def test_pooler_maps_the_first_token_through_tanh() -> None:
     model = build_model(VARIANTS["bert"]).eval()
-    hidden = model.encode(torch.randint(0, 96, (3, 7)))
+    hidden = model.hidden_states(torch.randint(0, 96, (3, 7)))
     pooled = model.pooler(hidden)
     assert pooled.shape == (3, 32)
     torch.testing.assert_close(pooled, torch.tanh(model.pooler.dense(hidden[:, 0])))

@@ -69,7 +69,7 @@ def test_first_piece_of_each_word_carries_its_label(tiny_pretrained, preset: str
         # The pieces from one first piece to the next decode to exactly the word, as the word
         # alone decodes (WordPiece lower-cases, knows no "$" and decodes "1996-08-22" as
         # "1996 - 08 - 22": spaces are dropped before comparing).
-        ends = [*labelled[1:], len(ids) - len(task.suffix)]
+        ends = [*labelled[1:], len(ids) - len(task.framing.end)]
         spans = [ids[a:b] for a, b in zip(labelled, ends, strict=True)]
         decoded = [_squeeze(task.tokenizer.decode(span)) for span in spans]
         alone = [_squeeze(task.tokenizer.decode(task.tokenizer.encode(w))) for w in example.words]
