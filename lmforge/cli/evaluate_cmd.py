@@ -83,6 +83,7 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 def run_zero_shot(args: argparse.Namespace) -> int:
     import torch
 
+    from lmforge.distributed.setup import choose_device
     from lmforge.models.lm import build_model
     from lmforge.tasks import zero_shot
     from lmforge.training.pretrained import load_pretrained
@@ -103,9 +104,7 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         else []
     )
     contexts = [zero_shot.build_context(verbalizer, demonstrations, e) for e in examples]
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = choose_device(args.device)
     model, tokenizer, _ = load_pretrained(args.pretrained, device=device)
     if args.init == "random":
         torch.manual_seed(args.seed)

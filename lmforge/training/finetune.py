@@ -29,6 +29,7 @@ from torch import nn
 
 from lmforge.config.finetune import FinetuneConfig
 from lmforge.config.loading import to_dict
+from lmforge.distributed.setup import choose_device
 from lmforge.errors import LmforgeError
 from lmforge.models.lm import LanguageModel, build_model
 from lmforge.tasks.base import Task, task_class
@@ -51,7 +52,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune `config.pretrained` on the task and return the contents of metrics.json."""
     run_dir = Path(config.run.dir)
     _check_run_dir(run_dir)
-    device = _device(config.run.device)
+    device = choose_device(config.run.device)
     check_precision_supported(config.train.precision, device)
     torch.manual_seed(config.run.seed)
     backbone, tokenizer, checkpoint = load_backbone(
@@ -264,12 +265,6 @@ def _write_run_files(run_dir: Path, config: FinetuneConfig, task: Task, tokenize
     task_info = {"task": task.name, "pretrained": config.pretrained, "metric": task.metric}
     _write_json(run_dir / TASK_FILE, task_info | {"options": tree["task"], **task.state()})
     tokenizer.save(run_dir)
-
-
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
