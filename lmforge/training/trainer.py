@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +33,10 @@ from lmforge.objectives.base import Objective
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.flops import training_flops_per_token
 from lmforge.training.metrics import MetricsWriter
-from lmforge.training.optim import clip_grad_norm
-from lmforge.training.precision import autocast_context, grad_scaler
+from lmforge.training.precision import Precision
 from lmforge.training.progress import TrainingProgress
-from lmforge.training.schedules import lr_at, set_lr
+from lmforge.training.schedules import lr_at
+from lmforge.training.step import TrainingStep
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Trainer:
         train_data: TokenDataset,
         val_data: TokenDataset | None,
         context: DistributedContext,
+        precision: Precision,
         matmul_peak: float,
         resume_from: Path | None,
     ) -> None:
@@ -108,8 +110,14 @@ class Trainer:
                     "train.micro_batch_size or train.seq_len, "
                     "or prepare with a larger --val-fraction"
                 )
-        self.device_type = context.device.type
-        self.scaler = grad_scaler(train.precision, self.device_type)
+        self.precision = precision
+        self.optimizer_step = TrainingStep(
+            optimizer=optimizer,
+            parameters=raw_model.parameters(),
+            precision=precision,
+            grad_clip=train.grad_clip,
+            schedule=self._lr_at,
+        )
         self.state = TrainerState()
         self.resume_from = resume_from
         self.flops_per_token = training_flops_per_token(
@@ -170,16 +178,6 @@ class Trainer:
     # ---------------------------------------------------------------- one step
 
     def train_step(self) -> StepResult:
-        train = self.config.train
-        lr = lr_at(
-            self.state.step,
-            max_lr=train.lr,
-            warmup_steps=train.warmup_steps,
-            max_steps=train.max_steps,
-            decay=train.decay,
-            min_lr_ratio=train.min_lr_ratio,
-        )
-        set_lr(self.optimizer, lr)
         # Dropout randomness is a pure function of (seed, step, rank), like the data order, so a
         # resumed run (on any number of ranks) draws exactly what the uninterrupted one would have.
         torch.manual_seed(
@@ -187,13 +185,29 @@ class Trainer:
         )
         batches = self._step_batches()
         num_targets = self._global_target_count(batches)
-        loss_sum = self._accumulate_gradients(batches, num_targets)
-        grad_norm = self._clip_gradients()
-        self._optimizer_step()
-        loss = all_reduce_sum(loss_sum.detach()).item() / num_targets
-        num_tokens = train.batch_size * batches[0]["input_ids"].shape[1]
+        loss_sum = torch.zeros((), device=self.context.device)
+        stats = self.optimizer_step(
+            self.state.step, batches, self._token_weighted_loss(num_targets, loss_sum)
+        )
+        loss = all_reduce_sum(loss_sum).item() / num_targets
+        num_tokens = self.config.train.batch_size * batches[0]["input_ids"].shape[1]
         return StepResult(
-            loss=loss, num_targets=num_targets, num_tokens=num_tokens, grad_norm=grad_norm, lr=lr
+            loss=loss,
+            num_targets=num_targets,
+            num_tokens=num_tokens,
+            grad_norm=stats.grad_norm,
+            lr=stats.lr,
+        )
+
+    def _lr_at(self, step: int) -> float:
+        train = self.config.train
+        return lr_at(
+            step,
+            max_lr=train.lr,
+            warmup_steps=train.warmup_steps,
+            max_steps=train.max_steps,
+            decay=train.decay,
+            min_lr_ratio=train.min_lr_ratio,
         )
 
     def _step_batches(self) -> list[dict[str, torch.Tensor]]:
@@ -222,39 +236,28 @@ class Trainer:
         local = sum((batch["labels"] != -100).sum() for batch in batches)
         return int(all_reduce_sum(torch.as_tensor(local, device=self.context.device)).item())
 
-    def _accumulate_gradients(
-        self, batches: list[dict[str, torch.Tensor]], num_targets: int
-    ) -> torch.Tensor:
-        """Forward and backward every micro-batch; gradients end up d(sum of losses / num_targets).
+    def _token_weighted_loss(
+        self, num_targets: int, loss_sum: torch.Tensor
+    ) -> Callable[[dict[str, torch.Tensor], bool], torch.Tensor]:
+        """The micro-batch loss of the step: gradients end up d(sum of losses / num_targets).
 
         DDP averages gradients over ranks, so each rank's loss is scaled by the world size to turn
-        that average back into the global sum.
+        that average back into the global sum. Each micro-batch's summed loss is added to
+        `loss_sum` (in place) for the report.
         """
         scale = self.context.world_size / max(num_targets, 1)
-        loss_sum = torch.zeros((), device=self.context.device)
-        for index, batch in enumerate(batches):
-            is_last = index == len(batches) - 1
-            with (
-                self._maybe_no_sync(is_last),
-                autocast_context(self.config.train.precision, self.device_type),
-            ):
+
+        def micro_loss(batch: dict[str, torch.Tensor], is_last: bool) -> torch.Tensor:
+            with self._maybe_no_sync(is_last):
                 output = self.model(**batch)
-            self.scaler.scale(output.loss_sum * scale).backward()
-            loss_sum += output.loss_sum.detach().float()
-        return loss_sum
+            loss_sum.add_(output.loss_sum.detach().float())
+            return output.loss_sum * scale
+
+        return micro_loss
 
     def _maybe_no_sync(self, is_last: bool) -> contextlib.AbstractContextManager:
         no_sync = getattr(self.model, "no_sync", None)
         return no_sync() if no_sync is not None and not is_last else contextlib.nullcontext()
-
-    def _clip_gradients(self) -> float:
-        self.scaler.unscale_(self.optimizer)
-        return clip_grad_norm(self.raw_model.parameters(), self.config.train.grad_clip)
-
-    def _optimizer_step(self) -> None:
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
 
     # ---------------------------------------------------------------- periodic work
 
@@ -310,7 +313,7 @@ class Trainer:
             generator = seeded_generator(_EVAL_SEED, index, self.context.rank)
             batch = self.objective.make_batch(windows, generator)
             batch = {k: v.to(self.context.device) for k, v in batch.items()}
-            with autocast_context(self.config.train.precision, self.device_type):
+            with self.precision.autocast():
                 output = self.raw_model(**batch)
             counts = [output.loss_sum, output.num_targets, output.num_correct]
             totals += torch.stack([c.double() for c in counts])
