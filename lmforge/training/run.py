@@ -7,7 +7,6 @@ it, before any long work starts.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import shutil
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import Precision, check_fp16_stable
 from lmforge.training.trainer import Trainer
-
-logger = logging.getLogger(__name__)
 
 # Settings that define what a run directory holds; a different value means a different run.
 _IDENTITY_KEYS = ("model", "objective", ("data", "path"), ("train", "seq_len"), ("run", "seed"))
@@ -102,12 +99,10 @@ def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tok
     manifest = read_manifest(data_dir)
     tokenizer = load_tokenizer(data_dir)
     train = TokenDataset(data_dir, "train")
-    has_val = manifest["splits"].get("val", {}).get("num_tokens", 0) > config.train.seq_len
+    # Whether the split is long enough for one sequence is the trainer's to say: only the
+    # objective knows how many tokens a sequence of train.seq_len reads.
+    has_val = manifest["splits"].get("val", {}).get("num_tokens", 0) > 0
     val = TokenDataset(data_dir, "val") if has_val else None
-    if val is None:
-        logger.warning(
-            "%s has no validation split longer than one sequence: no evaluation", data_dir
-        )
     return train, val, tokenizer
 
 

@@ -26,9 +26,8 @@ from torch import nn
 from lmforge.config.loading import to_dict
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset
-from lmforge.data.windows import WindowSampler, eval_batches, micro_batches
+from lmforge.data.windows import WindowSampler, check_split_size, eval_batches, micro_batches
 from lmforge.distributed.setup import DistributedContext, all_reduce_sum
-from lmforge.errors import LmforgeError
 from lmforge.objectives.base import Objective
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.flops import training_flops_per_token
@@ -95,21 +94,12 @@ class Trainer:
         self.run_dir = Path(config.run.dir)
         train = config.train
         self.micro_batch_size = train.micro_batch_size or train.batch_size // context.world_size
-        # A window holds raw_length tokens: seq_len + 1 for CLM, more for span corruption.
-        window = objective.raw_length(train.seq_len) - 1
-        self.sampler = WindowSampler(train_data, window, seed=config.run.seed)
-        self.val_data = val_data
-        self.val_sampler = None
-        if val_data is not None:
-            self.val_sampler = WindowSampler(val_data, window, seed=0, shuffle=False)
-            needed = self.micro_batch_size * context.world_size
-            if self.val_sampler.num_windows < needed:
-                raise LmforgeError(
-                    f"the val split holds {self.val_sampler.num_windows} sequences of "
-                    f"{train.seq_len} tokens, fewer than one evaluation batch ({needed}); lower "
-                    "train.micro_batch_size or train.seq_len, "
-                    "or prepare with a larger --val-fraction"
-                )
+        # A window holds what the objective reads for one example: seq_len + 1 tokens for CLM
+        # and MLM, more for span corruption, fewer for BART's framing.
+        window_len = objective.raw_length(train.seq_len)
+        self.sampler = WindowSampler(train_data, window_len, seed=config.run.seed)
+        check_split_size(self.sampler, 1, seq_len=train.seq_len)
+        self.val_sampler = self._val_sampler(val_data, window_len)
         self.precision = precision
         self.optimizer_step = TrainingStep(
             optimizer=optimizer,
@@ -127,6 +117,22 @@ class Trainer:
         self.metrics = MetricsWriter(
             self.run_dir, tensorboard=config.log.tensorboard, is_writer=context.is_main
         )
+
+    def _val_sampler(self, val_data: TokenDataset | None, window_len: int) -> WindowSampler | None:
+        """Fixed windows of the val split; None (no evaluation) when it holds none at all."""
+        if val_data is None:
+            return None
+        sampler = WindowSampler(val_data, window_len, seed=0, shuffle=False)
+        if sampler.num_windows == 0:
+            if self.context.is_main:
+                logger.warning(
+                    "%s has no validation split longer than one sequence: no evaluation",
+                    val_data.data_dir,
+                )
+            return None
+        needed = self.micro_batch_size * self.context.world_size
+        check_split_size(sampler, needed, seq_len=self.config.train.seq_len)
+        return sampler
 
     # ---------------------------------------------------------------- loop
 
@@ -283,7 +289,7 @@ class Trainer:
         return True
 
     def maybe_evaluate(self) -> None:
-        if self.val_data is None or not self._is_due(self.config.eval.every):
+        if self.val_sampler is None or not self._is_due(self.config.eval.every):
             return
         metrics = self.evaluate()
         self.state.last_eval = {"step": self.state.step, **metrics}
@@ -297,7 +303,7 @@ class Trainer:
         """Validation loss (nats per target token), perplexity, accuracy of the most likely token
         at the target positions and, for autoregressive objectives, bits per byte of the raw text.
         """
-        assert self.val_data is not None
+        assert self.val_sampler is not None
         was_training = self.model.training
         self.model.eval()
         totals = torch.zeros(3, dtype=torch.float64, device=self.context.device)
@@ -329,7 +335,7 @@ class Trainer:
             # bits/byte = nats/token * tokens/byte / ln 2: comparable across tokenizers (and with
             # character-level models on ASCII text, where bytes are characters). Only a loss over
             # every token is a code length of the text.
-            metrics["val_bpb"] = loss * self.val_data.tokens_per_byte / math.log(2)
+            metrics["val_bpb"] = loss * self.val_sampler.dataset.tokens_per_byte / math.log(2)
         return metrics
 
     def maybe_checkpoint(self) -> None:
