@@ -29,7 +29,7 @@ from lmforge.kernels.allocator import keep_freed_memory
 from lmforge.models.lm import build_model
 from lmforge.tasks.classification import SequenceClassifier
 from lmforge.training.optim import build_optimizer
-from lmforge.training.precision import autocast_context
+from lmforge.training.precision import Precision
 
 SST2_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst" / "stsa.binary.train"
 NEVER, ALWAYS = 2.0, 0.0  # MIN_PADDING_FRACTION values that switch padding removal off / on
@@ -53,8 +53,10 @@ def padded_batch(batch_size: int, seq_len: int, padding: float, seed: int = 0) -
 def step_closure(model: torch.nn.Module, batch: dict, precision: str):
     optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01, betas=(0.9, 0.999))
 
+    autocast = Precision(precision, "cpu").autocast
+
     def step() -> None:
-        with autocast_context(precision, "cpu"):
+        with autocast():
             scores = model(batch["input_ids"], batch["attention_mask"], batch["segment_ids"])
             loss = F.cross_entropy(scores.float(), batch["labels"])
         loss.backward()

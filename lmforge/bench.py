@@ -33,7 +33,7 @@ from lmforge.models.heads import IGNORE_INDEX
 from lmforge.models.lm import build_model
 from lmforge.training.flops import measure_matmul_peak, training_flops_per_token
 from lmforge.training.optim import build_optimizer
-from lmforge.training.precision import autocast_context
+from lmforge.training.precision import DTYPES, Precision
 
 DEFAULT_MODELS = (
     "gpt2-tiny", "gpt2-30m", "bloom-tiny", "bert-tiny", "bert-30m", "roberta-tiny",
@@ -42,7 +42,6 @@ DEFAULT_MODELS = (
 DEFAULT_PRECISIONS = ("fp32", "bf16")
 DEFAULT_SHAPES = {name: (8, 256) for name in DEFAULT_MODELS}
 """(batch_size, seq_len) per preset when neither is given."""
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -158,8 +157,10 @@ def our_train_step(
     if inputs is None:
         inputs = {"input_ids": input_ids, "labels": _aligned_labels(input_ids)}
 
+    autocast = Precision(precision, "cpu").autocast
+
     def step() -> None:
-        with autocast_context(precision, "cpu"):
+        with autocast():
             output = model(**inputs)
             loss = output.loss_sum / output.num_targets
         loss.backward()
@@ -173,8 +174,10 @@ def hf_train_step(hf_model: torch.nn.Module, inputs: dict[str, torch.Tensor], pr
     """A closure running one training step of the HF model, the way an HF script would."""
     optimizer = torch.optim.AdamW(hf_model.parameters(), lr=3e-4)
 
+    autocast = Precision(precision, "cpu").autocast
+
     def step() -> None:
-        with autocast_context(precision, "cpu"):
+        with autocast():
             loss = hf_model(**inputs).loss
         loss.backward()
         optimizer.step()
@@ -309,7 +312,7 @@ def run_benchmarks(
 ) -> Iterator[BenchResult]:
     """Yield one result per (model, precision), each with the matmul peak measured just before."""
     for precision in precisions:
-        if precision not in _DTYPES:
+        if precision not in ("fp32", "bf16"):
             raise LmforgeError(f"unknown precision {precision!r}; use fp32 or bf16")
     for name in models:
         get_preset(name)  # fail on a bad name before the long measurements start
@@ -327,7 +330,7 @@ def run_benchmarks(
                     warmup=warmup,
                     workers=workers,
                     # Measured next to each shape: on a shared machine the load drifts in minutes.
-                    peak_flops=measure_matmul_peak("cpu", _DTYPES[precision], size=2048),
+                    peak_flops=measure_matmul_peak("cpu", DTYPES[precision], size=2048),
                 )
     finally:
         for worker in workers.values():

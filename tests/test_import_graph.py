@@ -44,7 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     "generation": _MODELS,
     "objectives": _MODELS | {"generation", "evaluation"},
     # Tasks reuse objectives' helpers (shift_right); objectives never import tasks.
-    "tasks": _MODELS | {"generation", "evaluation", "objectives"},
+    "tasks": _MODELS | {"generation", "evaluation", "objectives", "distributed"},
     "training": _BELOW_TRAINING,
     "bench": _BELOW_TRAINING | {"training"},
     "api": _BELOW_TRAINING | {"training", "bench"},

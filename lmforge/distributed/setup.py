@@ -49,7 +49,7 @@ def init_distributed(device_preference: DevicePreference = "auto") -> Distribute
     rank = _env_int("RANK", 0)
     world_size = _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", rank)
-    device = _pick_device(device_preference, local_rank)
+    device = choose_device(device_preference, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             # Before init: NCCL binds each process to the current device.
@@ -86,7 +86,9 @@ def _is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _pick_device(preference: DevicePreference, local_rank: int) -> torch.device:
+def choose_device(preference: DevicePreference, local_rank: int = 0) -> torch.device:
+    """The device for `--run.device` (auto: the GPU of `local_rank` when CUDA is visible, else
+    the CPU); the one device choice of pretraining, fine-tuning and evaluation."""
     if preference not in ("auto", "cpu", "cuda"):
         raise LmforgeError(f"unknown device {preference!r}; use one of: auto, cpu, cuda")
     has_cuda = torch.cuda.is_available()

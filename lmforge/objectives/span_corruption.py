@@ -16,8 +16,8 @@ sentinel followed by the tokens it replaced; both end with EOS:
 Sentinel k is the tokenizer's `<extra_id_k>`, numbered in order of appearance. L is chosen (the
 reference's `compute_input_and_target_lengths`) as the longest raw length whose input is at most
 the encoder length; here the input then fills it exactly, so packed rows need no padding:
-`raw_length(seq_len)` gives L, and the trainer must cut windows of L tokens (a WindowSampler with
-seq_len = L - 1, whose windows carry one extra token) instead of seq_len + 1. Every row of a batch
+`raw_length(seq_len)` gives L, and the trainer cuts windows of L tokens (a WindowSampler with
+window_len = L) instead of seq_len + 1. Every row of a batch
 has the same input length, seq_len, and the same target length, `target_length(seq_len)`.
 """
 

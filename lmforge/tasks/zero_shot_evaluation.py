@@ -22,6 +22,7 @@ import torch
 
 from lmforge.data.labelled import ClassificationExample, read_classification
 from lmforge.data.tokenizer import Tokenizer
+from lmforge.distributed.setup import choose_device
 from lmforge.errors import LmforgeError
 from lmforge.evaluation.classification import accuracy, macro_f1
 from lmforge.models.lm import DecoderModel, build_model
@@ -186,9 +187,7 @@ def _verbalizer(options: ZeroShotOptions, examples: list[ClassificationExample])
 def _load_decoder(
     pretrained: str | Path, options: ZeroShotOptions
 ) -> tuple[DecoderModel, Tokenizer]:
-    device = options.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = choose_device(options.device)
     model, tokenizer, _ = load_pretrained(pretrained, device=device)
     if options.init == "random":
         torch.manual_seed(options.seed)

@@ -15,6 +15,7 @@ checkpoint), test_predictions.jsonl, curves.png.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -29,18 +30,20 @@ from torch import nn
 
 from lmforge.config.finetune import FinetuneConfig
 from lmforge.config.loading import to_dict
+from lmforge.distributed.setup import choose_device
 from lmforge.errors import LmforgeError
 from lmforge.kernels import apply_cpu_kernels
 from lmforge.models.lm import LanguageModel, build_model
 from lmforge.tasks.base import Task, task_class
 from lmforge.training.checkpoint import load_model_weights, save_checkpoint
 from lmforge.training.metrics import MetricsWriter
-from lmforge.training.optim import build_optimizer, clip_grad_norm
+from lmforge.training.optim import build_optimizer
 from lmforge.training.plot import plot_run
-from lmforge.training.precision import autocast_context, check_precision_supported
+from lmforge.training.precision import Precision, check_fp16_stable
 from lmforge.training.pretrained import load_pretrained
 from lmforge.training.progress import TrainingProgress
-from lmforge.training.schedules import set_lr
+from lmforge.training.schedules import lr_at
+from lmforge.training.step import TrainingStep
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +55,13 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune `config.pretrained` on the task and return the contents of metrics.json."""
     run_dir = Path(config.run.dir)
     _check_run_dir(run_dir)
-    device = _device(config.run.device)
-    check_precision_supported(config.train.precision, device)
+    device = choose_device(config.run.device)
+    precision = Precision.from_name(config.train.precision, device)
     torch.manual_seed(config.run.seed)
     backbone, tokenizer, checkpoint = load_backbone(
         config.pretrained, config.train.init, config.train.dropout
     )
+    check_fp16_stable(precision.name, backbone.config)
     task = task_class(config.task_name)(config.task, tokenizer, backbone.config)
     task.read_checkpoint(checkpoint)
     train, validation, test = _read_splits(task, config)
@@ -67,7 +71,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     model = apply_cpu_kernels(task.build_model(backbone)).to(device)  # the task head's linears
     features = task.features(train)
     _write_run_files(run_dir, config, task, tokenizer)
-    loop = _Loop(config, task, model, features, validation, run_dir, device)
+    loop = _Loop(config, task, model, features, validation, run_dir, device, precision)
     best = loop.run()
     load_model_weights(best["checkpoint"], model)
     results = {
@@ -125,17 +129,31 @@ class _Loop:
         validation: list,
         run_dir: Path,
         device: torch.device,
+        precision: Precision,
     ) -> None:
         self.config, self.task, self.model = config, task, model
         self.features, self.validation = features, validation
         self.run_dir, self.device = run_dir, device
+        self.precision = precision
         train = config.train
         self.steps_per_epoch = max(1, math.ceil(len(features) / train.batch_size))
         self.max_steps = train.max_steps or math.ceil(train.epochs * self.steps_per_epoch)
         self.eval_every = config.eval.every or self.steps_per_epoch
         self.warmup = int(train.warmup_ratio * self.max_steps)
-        self.optimizer = build_optimizer(
+        optimizer = build_optimizer(
             model, lr=train.lr, weight_decay=train.weight_decay, betas=(train.beta1, train.beta2)
+        )
+        # BERT's fine-tuning schedule: linear warmup, then linear decay to 0 at the last step.
+        schedule = functools.partial(
+            lr_at, max_lr=train.lr, warmup_steps=self.warmup, max_steps=self.max_steps,
+            decay="linear", min_lr_ratio=0.0,
+        )  # fmt: skip
+        self.optimizer_step = TrainingStep(
+            optimizer=optimizer,
+            parameters=model.parameters(),
+            precision=precision,
+            grad_clip=train.grad_clip,
+            schedule=schedule,
         )
         self.rng = random.Random(config.run.seed)
         self.order: list[int] = []
@@ -166,25 +184,23 @@ class _Loop:
         return self.best
 
     def train_step(self, step: int) -> tuple[float, float, float, int]:
-        """One optimizer step; returns (loss, lr, gradient norm, examples)."""
+        """Optimizer step `step` (1-based); returns (loss, lr, gradient norm, examples)."""
         train = self.config.train
-        lr = train.lr * _linear_schedule(step - 1, self.warmup, self.max_steps)
-        set_lr(self.optimizer, lr)
         self.model.train()
         indices = self._next_indices(train.batch_size)
         micro = train.micro_batch_size or train.batch_size
-        total = 0.0
-        for start in range(0, len(indices), micro):
-            chunk = indices[start : start + micro]
+        chunks = [indices[start : start + micro] for start in range(0, len(indices), micro)]
+        losses: list[float] = []
+
+        def micro_loss(chunk: list[int], is_last: bool) -> torch.Tensor:
+            # Weighted by the chunk's share of the examples: the batch's mean loss in total.
             batch = _to_device(self.task.collate([self.features[i] for i in chunk]), self.device)
-            with autocast_context(train.precision, self.device.type):
-                loss = self.task.loss(self.model, batch) * (len(chunk) / len(indices))
-            loss.backward()
-            total += float(loss.detach())
-        grad_norm = clip_grad_norm(self.model.parameters(), train.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return total, lr, grad_norm, len(indices)
+            loss = self.task.loss(self.model, batch) * (len(chunk) / len(indices))
+            losses.append(float(loss.detach()))
+            return loss
+
+        stats = self.optimizer_step(step - 1, chunks, micro_loss)
+        return sum(losses), stats.lr, stats.grad_norm, len(indices)
 
     def _next_indices(self, count: int) -> list[int]:
         """The next `count` feature indices of a shuffled pass; a new permutation every epoch."""
@@ -199,7 +215,7 @@ class _Loop:
     def evaluate(self, step: int, writer: MetricsWriter, progress: TrainingProgress) -> bool:
         """Evaluate; keep the checkpoint if it is the best so far. True: stop early."""
         start = time.perf_counter()
-        with autocast_context(self.config.train.precision, self.device.type):
+        with self.precision.autocast():
             metrics, rows = self.task.evaluate(
                 self.model.eval(), self.validation, self.config.eval.batch_size
             )
@@ -219,13 +235,6 @@ class _Loop:
             return False
         self.stale_evaluations += 1
         return 0 < self.config.eval.patience <= self.stale_evaluations
-
-
-def _linear_schedule(step: int, warmup: int, total: int) -> float:
-    """Linear warmup to 1, then linear decay to 0 at `total` (BERT's fine-tuning schedule)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
 
 
 def _read_splits(task: Task, config: FinetuneConfig) -> tuple[list, list, list]:
@@ -265,12 +274,6 @@ def _write_run_files(run_dir: Path, config: FinetuneConfig, task: Task, tokenize
     task_info = {"task": task.name, "pretrained": config.pretrained, "metric": task.metric}
     _write_json(run_dir / TASK_FILE, task_info | {"options": tree["task"], **task.state()})
     tokenizer.save(run_dir)
-
-
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

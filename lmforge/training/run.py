@@ -7,7 +7,6 @@ it, before any long work starts.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import shutil
 from pathlib import Path
 
@@ -27,10 +26,8 @@ from lmforge.objectives.base import build_objective, resolve_objective_kind
 from lmforge.training.checkpoint import latest_checkpoint, load_model_weights, resolve_checkpoint
 from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.optim import build_optimizer
-from lmforge.training.precision import check_precision_supported
+from lmforge.training.precision import Precision, check_fp16_stable
 from lmforge.training.trainer import Trainer
-
-logger = logging.getLogger(__name__)
 
 # Settings that define what a run directory holds; a different value means a different run.
 _IDENTITY_KEYS = ("model", "objective", ("data", "path"), ("train", "seq_len"), ("run", "seed"))
@@ -102,12 +99,10 @@ def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tok
     manifest = read_manifest(data_dir)
     tokenizer = load_tokenizer(data_dir)
     train = TokenDataset(data_dir, "train")
-    has_val = manifest["splits"].get("val", {}).get("num_tokens", 0) > config.train.seq_len
+    # Whether the split is long enough for one sequence is the trainer's to say: only the
+    # objective knows how many tokens a sequence of train.seq_len reads.
+    has_val = manifest["splits"].get("val", {}).get("num_tokens", 0) > 0
     val = TokenDataset(data_dir, "val") if has_val else None
-    if val is None:
-        logger.warning(
-            "%s has no validation split longer than one sequence: no evaluation", data_dir
-        )
     return train, val, tokenizer
 
 
@@ -120,26 +115,11 @@ def write_run_files(config: RunConfig, data_dir: Path) -> None:
             shutil.copyfile(data_dir / name, run_dir / name)
 
 
-def check_fp16_stable(config: RunConfig) -> None:
-    """Refuse fp16 for T5-style models: without score scaling and with RMSNorm, their activations
-    grow past fp16's range and the loss turns to inf/NaN (a long-standing report of T5 users)."""
-    model = config.model
-    if (
-        config.train.precision == "fp16"
-        and model.norm.kind == "rmsnorm"
-        and model.attention.score_scale == "none"
-    ):
-        raise LmforgeError(
-            "T5-style models (rmsnorm, unscaled attention) overflow in fp16; "
-            "use --train.precision=bf16 (or fp32)"
-        )
-
-
 def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset()) -> Trainer:
     """Everything between a resolved config and the first training step."""
     context = init_distributed(config.run.device)
-    check_fp16_stable(config)
-    check_precision_supported(config.train.precision, context.device)
+    check_fp16_stable(config.train.precision, config.model)
+    precision = Precision.from_name(config.train.precision, context.device)
     train_data, val_data, tokenizer = load_data(config)
     model_config = resolve_vocab_size(
         config.model,
@@ -179,9 +159,6 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         weight_decay=config.train.weight_decay,
         betas=(config.train.beta1, config.train.beta2),
     )
-    peak_dtype = torch.float32 if config.train.precision == "fp32" else torch.bfloat16
-    if config.train.precision == "fp16":
-        peak_dtype = torch.float16
     return Trainer(
         config=config,
         model=model,
@@ -191,6 +168,7 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         train_data=train_data,
         val_data=val_data,
         context=context,
-        matmul_peak=measure_matmul_peak(context.device, peak_dtype),
+        precision=precision,
+        matmul_peak=measure_matmul_peak(context.device, precision.dtype),
         resume_from=resume_from,
     )

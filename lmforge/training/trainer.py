@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,17 +26,16 @@ from torch import nn
 from lmforge.config.loading import to_dict
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset
-from lmforge.data.windows import WindowSampler, eval_batches, micro_batches
+from lmforge.data.windows import WindowSampler, check_split_size, eval_batches, micro_batches
 from lmforge.distributed.setup import DistributedContext, all_reduce_sum
-from lmforge.errors import LmforgeError
 from lmforge.objectives.base import Objective
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.flops import training_flops_per_token
 from lmforge.training.metrics import MetricsWriter
-from lmforge.training.optim import clip_grad_norm
-from lmforge.training.precision import autocast_context, grad_scaler
+from lmforge.training.precision import Precision
 from lmforge.training.progress import TrainingProgress
-from lmforge.training.schedules import lr_at, set_lr
+from lmforge.training.schedules import lr_at
+from lmforge.training.step import TrainingStep
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Trainer:
         train_data: TokenDataset,
         val_data: TokenDataset | None,
         context: DistributedContext,
+        precision: Precision,
         matmul_peak: float,
         resume_from: Path | None,
     ) -> None:
@@ -93,23 +94,20 @@ class Trainer:
         self.run_dir = Path(config.run.dir)
         train = config.train
         self.micro_batch_size = train.micro_batch_size or train.batch_size // context.world_size
-        # A window holds raw_length tokens: seq_len + 1 for CLM, more for span corruption.
-        window = objective.raw_length(train.seq_len) - 1
-        self.sampler = WindowSampler(train_data, window, seed=config.run.seed)
-        self.val_data = val_data
-        self.val_sampler = None
-        if val_data is not None:
-            self.val_sampler = WindowSampler(val_data, window, seed=0, shuffle=False)
-            needed = self.micro_batch_size * context.world_size
-            if self.val_sampler.num_windows < needed:
-                raise LmforgeError(
-                    f"the val split holds {self.val_sampler.num_windows} sequences of "
-                    f"{train.seq_len} tokens, fewer than one evaluation batch ({needed}); lower "
-                    "train.micro_batch_size or train.seq_len, "
-                    "or prepare with a larger --val-fraction"
-                )
-        self.device_type = context.device.type
-        self.scaler = grad_scaler(train.precision, self.device_type)
+        # A window holds what the objective reads for one example: seq_len + 1 tokens for CLM
+        # and MLM, more for span corruption, fewer for BART's framing.
+        window_len = objective.raw_length(train.seq_len)
+        self.sampler = WindowSampler(train_data, window_len, seed=config.run.seed)
+        check_split_size(self.sampler, 1, seq_len=train.seq_len)
+        self.val_sampler = self._val_sampler(val_data, window_len)
+        self.precision = precision
+        self.optimizer_step = TrainingStep(
+            optimizer=optimizer,
+            parameters=raw_model.parameters(),
+            precision=precision,
+            grad_clip=train.grad_clip,
+            schedule=self._lr_at,
+        )
         self.state = TrainerState()
         self.resume_from = resume_from
         self.flops_per_token = training_flops_per_token(
@@ -119,6 +117,22 @@ class Trainer:
         self.metrics = MetricsWriter(
             self.run_dir, tensorboard=config.log.tensorboard, is_writer=context.is_main
         )
+
+    def _val_sampler(self, val_data: TokenDataset | None, window_len: int) -> WindowSampler | None:
+        """Fixed windows of the val split; None (no evaluation) when it holds none at all."""
+        if val_data is None:
+            return None
+        sampler = WindowSampler(val_data, window_len, seed=0, shuffle=False)
+        if sampler.num_windows == 0:
+            if self.context.is_main:
+                logger.warning(
+                    "%s has no validation split longer than one sequence: no evaluation",
+                    val_data.data_dir,
+                )
+            return None
+        needed = self.micro_batch_size * self.context.world_size
+        check_split_size(sampler, needed, seq_len=self.config.train.seq_len)
+        return sampler
 
     # ---------------------------------------------------------------- loop
 
@@ -170,16 +184,6 @@ class Trainer:
     # ---------------------------------------------------------------- one step
 
     def train_step(self) -> StepResult:
-        train = self.config.train
-        lr = lr_at(
-            self.state.step,
-            max_lr=train.lr,
-            warmup_steps=train.warmup_steps,
-            max_steps=train.max_steps,
-            decay=train.decay,
-            min_lr_ratio=train.min_lr_ratio,
-        )
-        set_lr(self.optimizer, lr)
         # Dropout randomness is a pure function of (seed, step, rank), like the data order, so a
         # resumed run (on any number of ranks) draws exactly what the uninterrupted one would have.
         torch.manual_seed(
@@ -187,13 +191,29 @@ class Trainer:
         )
         batches = self._step_batches()
         num_targets = self._global_target_count(batches)
-        loss_sum = self._accumulate_gradients(batches, num_targets)
-        grad_norm = self._clip_gradients()
-        self._optimizer_step()
-        loss = all_reduce_sum(loss_sum.detach()).item() / num_targets
-        num_tokens = train.batch_size * batches[0]["input_ids"].shape[1]
+        loss_sum = torch.zeros((), device=self.context.device)
+        stats = self.optimizer_step(
+            self.state.step, batches, self._token_weighted_loss(num_targets, loss_sum)
+        )
+        loss = all_reduce_sum(loss_sum).item() / num_targets
+        num_tokens = self.config.train.batch_size * batches[0]["input_ids"].shape[1]
         return StepResult(
-            loss=loss, num_targets=num_targets, num_tokens=num_tokens, grad_norm=grad_norm, lr=lr
+            loss=loss,
+            num_targets=num_targets,
+            num_tokens=num_tokens,
+            grad_norm=stats.grad_norm,
+            lr=stats.lr,
+        )
+
+    def _lr_at(self, step: int) -> float:
+        train = self.config.train
+        return lr_at(
+            step,
+            max_lr=train.lr,
+            warmup_steps=train.warmup_steps,
+            max_steps=train.max_steps,
+            decay=train.decay,
+            min_lr_ratio=train.min_lr_ratio,
         )
 
     def _step_batches(self) -> list[dict[str, torch.Tensor]]:
@@ -222,39 +242,28 @@ class Trainer:
         local = sum((batch["labels"] != -100).sum() for batch in batches)
         return int(all_reduce_sum(torch.as_tensor(local, device=self.context.device)).item())
 
-    def _accumulate_gradients(
-        self, batches: list[dict[str, torch.Tensor]], num_targets: int
-    ) -> torch.Tensor:
-        """Forward and backward every micro-batch; gradients end up d(sum of losses / num_targets).
+    def _token_weighted_loss(
+        self, num_targets: int, loss_sum: torch.Tensor
+    ) -> Callable[[dict[str, torch.Tensor], bool], torch.Tensor]:
+        """The micro-batch loss of the step: gradients end up d(sum of losses / num_targets).
 
         DDP averages gradients over ranks, so each rank's loss is scaled by the world size to turn
-        that average back into the global sum.
+        that average back into the global sum. Each micro-batch's summed loss is added to
+        `loss_sum` (in place) for the report.
         """
         scale = self.context.world_size / max(num_targets, 1)
-        loss_sum = torch.zeros((), device=self.context.device)
-        for index, batch in enumerate(batches):
-            is_last = index == len(batches) - 1
-            with (
-                self._maybe_no_sync(is_last),
-                autocast_context(self.config.train.precision, self.device_type),
-            ):
+
+        def micro_loss(batch: dict[str, torch.Tensor], is_last: bool) -> torch.Tensor:
+            with self._maybe_no_sync(is_last):
                 output = self.model(**batch)
-            self.scaler.scale(output.loss_sum * scale).backward()
-            loss_sum += output.loss_sum.detach().float()
-        return loss_sum
+            loss_sum.add_(output.loss_sum.detach().float())
+            return output.loss_sum * scale
+
+        return micro_loss
 
     def _maybe_no_sync(self, is_last: bool) -> contextlib.AbstractContextManager:
         no_sync = getattr(self.model, "no_sync", None)
         return no_sync() if no_sync is not None and not is_last else contextlib.nullcontext()
-
-    def _clip_gradients(self) -> float:
-        self.scaler.unscale_(self.optimizer)
-        return clip_grad_norm(self.raw_model.parameters(), self.config.train.grad_clip)
-
-    def _optimizer_step(self) -> None:
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
 
     # ---------------------------------------------------------------- periodic work
 
@@ -280,7 +289,7 @@ class Trainer:
         return True
 
     def maybe_evaluate(self) -> None:
-        if self.val_data is None or not self._is_due(self.config.eval.every):
+        if self.val_sampler is None or not self._is_due(self.config.eval.every):
             return
         metrics = self.evaluate()
         self.state.last_eval = {"step": self.state.step, **metrics}
@@ -294,7 +303,7 @@ class Trainer:
         """Validation loss (nats per target token), perplexity, accuracy of the most likely token
         at the target positions and, for autoregressive objectives, bits per byte of the raw text.
         """
-        assert self.val_data is not None
+        assert self.val_sampler is not None
         was_training = self.model.training
         self.model.eval()
         totals = torch.zeros(3, dtype=torch.float64, device=self.context.device)
@@ -310,7 +319,7 @@ class Trainer:
             generator = seeded_generator(_EVAL_SEED, index, self.context.rank)
             batch = self.objective.make_batch(windows, generator)
             batch = {k: v.to(self.context.device) for k, v in batch.items()}
-            with autocast_context(self.config.train.precision, self.device_type):
+            with self.precision.autocast():
                 output = self.raw_model(**batch)
             counts = [output.loss_sum, output.num_targets, output.num_correct]
             totals += torch.stack([c.double() for c in counts])
@@ -326,7 +335,7 @@ class Trainer:
             # bits/byte = nats/token * tokens/byte / ln 2: comparable across tokenizers (and with
             # character-level models on ASCII text, where bytes are characters). Only a loss over
             # every token is a code length of the text.
-            metrics["val_bpb"] = loss * self.val_data.tokens_per_byte / math.log(2)
+            metrics["val_bpb"] = loss * self.val_sampler.dataset.tokens_per_byte / math.log(2)
         return metrics
 
     def maybe_checkpoint(self) -> None:

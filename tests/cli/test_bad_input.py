@@ -82,6 +82,10 @@ def test_generate_without_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
         (["--objective.kind=span_corruption", "--train.precision=fp16"], "overflow in fp16; use"),
         ([], "encoder_decoder models have no default objective; add --objective.kind="),
         (["--objective.kind=clm"], "objective clm cannot train encoder_decoder models"),
+        (
+            ["--objective.kind=bart_denoising", "--train.batch_size=8192"],
+            "sequences of train.seq_len=32 (30 tokens of text each), too few for one evaluation",
+        ),
     ],
 )
 def test_bad_encoder_decoder_settings_give_one_line(

@@ -85,26 +85,3 @@ def test_clip_grad_norm_reports_the_norm_before_clipping(max_norm: float | None)
 
 def test_clip_grad_norm_without_grads_is_zero() -> None:
     assert clip_grad_norm([nn.Parameter(torch.zeros(2))], 1.0) == 0.0
-
-
-# Mixed precision wraps the same optimizer step (GradScaler.step), so its checks live here.
-
-
-def test_fp16_on_cpu_is_refused_with_bf16_hint() -> None:
-    from lmforge.errors import LmforgeError
-    from lmforge.training.precision import check_precision_supported
-
-    with pytest.raises(LmforgeError, match="bf16"):
-        check_precision_supported("fp16", "cpu")
-    check_precision_supported("bf16", "cpu")
-    check_precision_supported("fp32", torch.device("cpu"))
-
-
-def test_autocast_and_scaler_follow_precision() -> None:
-    from lmforge.training.precision import autocast_context, grad_scaler
-
-    with autocast_context("bf16", "cpu"):
-        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
-    with autocast_context("fp32", "cpu"):
-        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
-    assert not grad_scaler("bf16", "cpu").is_enabled()

@@ -44,6 +44,29 @@ def test_no_warmup_starts_at_max_lr() -> None:
     assert lr_at(0, max_lr=1.0, warmup_steps=0, max_steps=10) == 1.0
 
 
+def _bert_finetuning_lr(step: int, max_lr: float, warmup: int, total: int) -> float:
+    """The fine-tuning loop's own schedule before it used `lr_at` (BERT's: linear warmup, then
+    linear decay to 0 at `total`), kept here as the reference."""
+    if step < warmup:
+        return max_lr * ((step + 1) / warmup)
+    return max_lr * max(0.0, (total - step) / max(1, total - warmup))
+
+
+@pytest.mark.parametrize(
+    ("max_lr", "total", "warmup_ratio"),
+    [(2e-5, 1, 0.1), (3e-5, 97, 0.1), (5e-5, 300, 0.06), (1e-4, 40, 0.0)],
+)
+def test_linear_decay_to_zero_is_berts_finetuning_schedule(
+    max_lr: float, total: int, warmup_ratio: float
+) -> None:
+    warmup = int(warmup_ratio * total)
+    ours = [lr_at(s, max_lr=max_lr, warmup_steps=warmup, max_steps=total, decay="linear",
+                  min_lr_ratio=0.0) for s in range(total)]  # fmt: skip
+    reference = [_bert_finetuning_lr(s, max_lr, warmup, total) for s in range(total)]
+    # Equal up to rounding: the two formulas group the same products differently (<= 1e-13).
+    assert ours == pytest.approx(reference, rel=1e-12, abs=0.0)
+
+
 def test_unknown_decay_is_rejected() -> None:
     with pytest.raises(ValueError, match="cosine, linear, constant"):
         _lr(50, "exponential")
