@@ -1,6 +1,8 @@
 """`lmforge evaluate zero-shot PRETRAINED --data FILE`: classify with a decoder's likelihoods, no
 training, beside the majority-class and uniform-random baselines. The work is
-`lmforge.tasks.zero_shot_evaluation.evaluate_zero_shot`; this module parses and prints."""
+`lmforge.tasks.zero_shot_evaluation.evaluate_zero_shot`; this module parses and prints.
+`lmforge evaluate minimal-pairs PRETRAINED --data BLIMP`: grammaticality by minimal pairs, any
+family (`lmforge.tasks.minimal_pairs.evaluate_minimal_pairs`)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_zero_shot_arguments(zero_shot)
     zero_shot.set_defaults(func=run_zero_shot)
+    minimal_pairs = commands.add_parser(
+        "minimal-pairs",
+        help="grammatical knowledge by minimal pairs (BLiMP), any model family",
+        description=(
+            "Score both sentences of each minimal pair (BLiMP format: sentence_good, "
+            "sentence_bad, optional UID, field, linguistics_term); a pair is right when the good "
+            "one scores higher. Decoders: summed log-probability; encoders: pseudo-log-likelihood; "
+            "encoder-decoders: log-likelihood as the decoder's target (see docs/finetune.md)."
+        ),
+    )
+    _add_minimal_pairs_arguments(minimal_pairs)
+    minimal_pairs.set_defaults(func=run_minimal_pairs)
 
 
 def _add_zero_shot_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,3 +115,42 @@ def _print_metrics(metrics: dict[str, Any], seconds: float) -> None:
         ("uniform random", "random_"),
     ):
         print(f"{name:<16}{metrics[key + 'accuracy']:>10.2f}{metrics[key + 'macro_f1']:>10.2f}")
+
+
+def _add_minimal_pairs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pretrained", metavar="PRETRAINED", help="run or checkpoint directory")
+    parser.add_argument(
+        "--data", required=True, metavar="PATH", help="a BLiMP .jsonl file or a folder of them"
+    )
+    parser.add_argument("--output", metavar="DIR", help="write metrics.json, pairs.jsonl, charts")
+    parser.add_argument("--max-pairs", type=int, default=0, help="first N pairs per paradigm")
+    parser.add_argument(
+        "--batch-size", type=int, default=64,
+        help="sequences per forward pass (encoders: masked copies, one per token)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of --init random")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
+    parser.add_argument(
+        "--init", choices=["pretrained", "random"], default="pretrained",
+        help="random: the same architecture freshly initialised (seeded by --seed)",
+    )  # fmt: skip
+
+
+def run_minimal_pairs(args: argparse.Namespace) -> int:
+    from lmforge.tasks.minimal_pairs import (
+        MinimalPairsOptions,
+        evaluate_minimal_pairs,
+        format_table,
+    )
+
+    # Each option is the flag of the same name.
+    options = MinimalPairsOptions(
+        **{f.name: getattr(args, f.name) for f in fields(MinimalPairsOptions)}
+    )
+    result = evaluate_minimal_pairs(args.pretrained, options, output=args.output)
+    count, data = result.metrics["num_pairs"], result.metrics["data"]
+    print(f"minimal pairs: {count} pairs of {data} ({result.seconds:.1f} s)")
+    print(format_table(result.metrics))
+    if result.files:
+        print(f"wrote {len(result.files)} files into {args.output}")
+    return 0
