@@ -109,28 +109,21 @@ def _hf_tokenizer(hf_dir: Path):
 
 def to_hf(path: Path, out: Path) -> None:
     """Write the lmforge run or checkpoint `path` as a transformers folder `out`."""
-    import json
-
-    from lmforge.config.loading import model_config_from_dict
+    from lmforge.data.tokenizer import load_tokenizer
     from lmforge.errors import LmforgeError
     from lmforge.interop.hf import save_hf_model_dir
     from lmforge.models.lm import build_model
-    from lmforge.training.checkpoint import load_model_weights, resolve_checkpoint
-    from lmforge.training.pretrained import find_tokenizer
+    from lmforge.models.weights import load_model_weights
+    from lmforge.run_dir import read_model_config, resolve_checkpoint, tokenizer_dir
 
     checkpoint = resolve_checkpoint(path)
-    config_file = checkpoint / "model_config.json"
     try:
-        cfg = model_config_from_dict(json.loads(config_file.read_text()))
-    except (OSError, json.JSONDecodeError) as error:
-        raise LmforgeError(f"cannot read {config_file}: {error}") from None
-    model = build_model(cfg)
-    load_model_weights(checkpoint, model)
-    try:
-        tokenizer = find_tokenizer(checkpoint)
+        tokenizer = load_tokenizer(tokenizer_dir(checkpoint))
     except LmforgeError:
         tokenizer = None
         logger.warning("no tokenizer beside %s: the folder will hold the model only", checkpoint)
+    model = build_model(read_model_config(checkpoint, tokenizer))
+    load_model_weights(checkpoint, model)
     special_ids = {}
     if tokenizer is not None:
         special_ids = {

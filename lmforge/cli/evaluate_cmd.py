@@ -4,7 +4,6 @@ training (lmforge.tasks.zero_shot), beside the majority-class and uniform-random
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -208,11 +207,14 @@ def _write_outputs(
     predictions: list[str],
     scores: list[dict[str, float]],
 ) -> None:
+    from lmforge.run_dir import PREDICTIONS_FILE, RESULTS_FILE, write_json, write_jsonl
+
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    with open(directory / "predictions.jsonl", "w", encoding="utf-8") as out:
-        for example, prediction, row in zip(examples, predictions, scores, strict=True):
-            text = example.texts[0] if len(example.texts) == 1 else list(example.texts)
-            record = {"text": text, "label": example.label, "prediction": prediction}
-            out.write(json.dumps({**record, "scores": row}, ensure_ascii=False) + "\n")
-    print(f"wrote {directory / 'metrics.json'} and {directory / 'predictions.jsonl'}")
+    write_json(directory / RESULTS_FILE, metrics)
+    rows = []
+    for example, prediction, row in zip(examples, predictions, scores, strict=True):
+        text = example.texts[0] if len(example.texts) == 1 else list(example.texts)
+        record = {"text": text, "label": example.label, "prediction": prediction}
+        rows.append({**record, "scores": row})
+    write_jsonl(directory / PREDICTIONS_FILE, rows)
+    print(f"wrote {directory / RESULTS_FILE} and {directory / PREDICTIONS_FILE}")

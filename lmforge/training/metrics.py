@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-logger = logging.getLogger(__name__)
+from lmforge.run_dir import METRICS_FILE, TENSORBOARD_DIR
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+logger = logging.getLogger(__name__)
 
 
 class MetricsWriter:
