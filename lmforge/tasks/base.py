@@ -6,7 +6,6 @@ metric. The fine-tuning loop (`lmforge.training.finetune`) is the same for all o
 
     task = TASKS[name](options, tokenizer, model_config)
     train = task.read(path)                 # examples, as in the file
-    task.read_checkpoint(checkpoint)        # e.g. the decoder start token of its objective
     task.fit_labels(train)                  # e.g. the label set; saved by `state()`
     model = task.build_model(backbone)      # backbone + head, an nn.Module
     features = task.features(train)         # tokenized once
@@ -18,7 +17,6 @@ metric. The fine-tuning loop (`lmforge.training.finetune`) is the same for all o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -53,10 +51,6 @@ class Task:
         self.options = options
         self.tokenizer = tokenizer
         self.model_config = model_config
-
-    def read_checkpoint(self, checkpoint: Path) -> None:
-        """Learn what the task needs from the pretrained checkpoint directory (e.g. the decoder
-        start token of its pretraining objective); default: nothing."""
 
     # --- data ---------------------------------------------------------------------------------
 

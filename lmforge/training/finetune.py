@@ -61,7 +61,6 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         config.pretrained, config.train.init, config.train.dropout
     )
     task = task_class(config.task_name)(config.task, tokenizer, backbone.config)
-    task.read_checkpoint(checkpoint)
     train, validation, test = _read_splits(task, config)
     task.fit_labels(train)
     for examples, path in ((validation, config.data.validation), (test, config.data.test)):
