@@ -100,6 +100,8 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         source=config.data.path,
     )
     resume_from = check_run_dir(config)
+    # Every rank decides before rank 0 writes: a slower rank would see a half-made run directory.
+    barrier()
     if context.is_main:
         write_run_files(config, Path(config.data.path))
     barrier()
