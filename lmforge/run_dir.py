@@ -14,11 +14,12 @@ pretrained source, metric, task options and the task's state, e.g. its labels), 
 metrics.jsonl, metrics.json (the results), predictions.jsonl, test_predictions.jsonl, curves.png and
 its best checkpoint.
 
-Every file is written atomically: into a temporary file beside it, fsynced, then renamed into place
-(`os.replace`), so a crash never leaves a half-written file under the real name. A checkpoint is
-assembled in `step-0000100.tmp`, renamed, and only then named by `LATEST`; readers ignore `.tmp`
-directories. `model_config.json` carries the special token ids generation needs (`tokens`); for
-checkpoints written before it did, `read_model_config` fills them in. Imports no torch.
+Files are written atomically: each into a temporary file beside it, fsynced, then renamed into
+place (`os.replace`), so a crash never leaves a half-written file under the real name
+(metrics.jsonl grows by whole lines, training/metrics.py). A checkpoint is assembled in
+`step-0000100.tmp`, renamed, and only then named by `LATEST`; readers ignore `.tmp` directories.
+`model_config.json` carries the special token ids generation needs (`tokens`); for checkpoints
+written before it did, `read_model_config` fills them in. Imports no torch.
 """
 
 from __future__ import annotations
