@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def tiny_pretrained(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from lmforge.data.sources import iter_documents
     from lmforge.data.tokenizer import train_tokenizer
     from lmforge.models.lm import build_model
+    from lmforge.run_dir import token_ids
     from lmforge.training.checkpoint import save_checkpoint
 
     built: dict[str, Path] = {}
@@ -121,6 +123,9 @@ def tiny_pretrained(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         elif preset.startswith("bart"):
             overrides["objective.kind"] = "bart_denoising"
         config = load_run_config(preset, overrides)
+        # The special token ids a pretraining run stores (see training/run.py).
+        tokens = token_ids(tokenizer, config.model.family, config.objective.kind)
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, tokens=tokens))
         torch.manual_seed(0)
         model = build_model(config.model)
         (root / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

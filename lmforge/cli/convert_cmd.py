@@ -61,12 +61,15 @@ def from_hf(hf_dir: Path, out: Path) -> None:
     """Write `hf_dir` as an lmforge run directory `out` with its checkpoint at step 0."""
     from lmforge.interop.hf import load_hf_model_dir
     from lmforge.models.lm import build_model
+    from lmforge.run_dir import fill_token_ids
     from lmforge.training.checkpoint import save_checkpoint
 
     cfg, state_dict = load_hf_model_dir(hf_dir)
+    tokenizer = _hf_tokenizer(hf_dir)
+    if tokenizer is not None:  # ids the HF config leaves out, as the tokenizer's roles say
+        cfg = fill_token_ids(cfg, tokenizer)
     model = build_model(cfg)
     model.load_state_dict(state_dict)
-    tokenizer = _hf_tokenizer(hf_dir)
     out.mkdir(parents=True)
     try:
         if tokenizer is not None:
@@ -109,34 +112,22 @@ def _hf_tokenizer(hf_dir: Path):
 
 def to_hf(path: Path, out: Path) -> None:
     """Write the lmforge run or checkpoint `path` as a transformers folder `out`."""
-    import json
-
-    from lmforge.config.loading import model_config_from_dict
+    from lmforge.data.tokenizer import load_tokenizer
     from lmforge.errors import LmforgeError
     from lmforge.interop.hf import save_hf_model_dir
     from lmforge.models.lm import build_model
-    from lmforge.training.checkpoint import load_model_weights, resolve_checkpoint
-    from lmforge.training.pretrained import find_tokenizer
+    from lmforge.models.weights import load_model_weights
+    from lmforge.run_dir import read_model_config, resolve_checkpoint, tokenizer_dir
 
     checkpoint = resolve_checkpoint(path)
-    config_file = checkpoint / "model_config.json"
     try:
-        cfg = model_config_from_dict(json.loads(config_file.read_text()))
-    except (OSError, json.JSONDecodeError) as error:
-        raise LmforgeError(f"cannot read {config_file}: {error}") from None
-    model = build_model(cfg)
-    load_model_weights(checkpoint, model)
-    try:
-        tokenizer = find_tokenizer(checkpoint)
+        tokenizer = load_tokenizer(tokenizer_dir(checkpoint))
     except LmforgeError:
         tokenizer = None
         logger.warning("no tokenizer beside %s: the folder will hold the model only", checkpoint)
-    special_ids = {}
-    if tokenizer is not None:
-        special_ids = {
-            role: tokenizer.inner.token_to_id(tok) for role, tok in tokenizer.roles.items()
-        }
-    save_hf_model_dir(model.eval(), out, special_ids=special_ids)
+    model = build_model(read_model_config(checkpoint, tokenizer))
+    load_model_weights(checkpoint, model)
+    save_hf_model_dir(model.eval(), out)
     if tokenizer is not None:
         from transformers import PreTrainedTokenizerFast
 

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import sys
 
+    from lmforge.run_dir import write_jsonl
     from lmforge.tasks.finetuned import load_finetuned
-    from lmforge.training.finetune import write_jsonl
 
     task, model = load_finetuned(args.run_dir)
     examples = task.read_inputs(args.input)

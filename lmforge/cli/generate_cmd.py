@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -50,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.num_samples < 1:
         raise LmforgeError("--num-samples must be at least 1")
-    model, tokenizer, checkpoint = load_pretrained(args.checkpoint)
+    model, tokenizer, _ = load_pretrained(args.checkpoint)
     if isinstance(model, EncoderDecoderModel):
-        return run_seq2seq(args, model, tokenizer, checkpoint, sampling)
+        return run_seq2seq(args, model, tokenizer, sampling)
     if not isinstance(model, DecoderModel):
         raise LmforgeError(
             f"generate needs a decoder or encoder-decoder model; {args.checkpoint} is an "
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_seq2seq(args, model, tokenizer, checkpoint: Path, sampling) -> int:  # noqa: ANN001
+def run_seq2seq(args, model, tokenizer, sampling) -> int:  # noqa: ANN001
     """Encode the prompt as the input text and print the decoded output text."""
     from lmforge.data.framing import framing_for
     from lmforge.generation.search import (
@@ -108,7 +107,7 @@ def run_seq2seq(args, model, tokenizer, checkpoint: Path, sampling) -> int:  # n
         raise LmforgeError("give the input text with --prompt")
     ids = framing_for(tokenizer, model.config.family).single(tokenizer.encode(args.prompt))
     input_ids = torch.tensor([ids] * args.num_samples)
-    start_id = decoder_start_id(tokenizer, checkpoint)
+    start_id = decoder_start_id(model.config)
     start = time.perf_counter()
     if args.num_beams > 1:
         beam = BeamConfig(

@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from lmforge.config.loading import load_run_config, parse_overrides, user_keys
+from lmforge.config.loading import parse_overrides, user_keys
+from lmforge.run_dir import load_pretraining_config
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from lmforge.training.run import prepare_trainer
 
     overrides = parse_overrides(args.overrides)
-    config = load_run_config(args.config, overrides)
+    config = load_pretraining_config(args.config, overrides)
     trainer = prepare_trainer(config, explicit_keys=user_keys(args.config, overrides))
     try:
         final = trainer.fit()

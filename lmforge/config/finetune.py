@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lmforge.config.loading import _read_yaml, _set_nested, from_dict, parse_overrides
+from lmforge.config.loading import _set_nested, from_dict, parse_overrides, read_yaml
 from lmforge.config.schema import LogSection, RunSection, _require
 from lmforge.errors import LmforgeError
 
@@ -296,7 +296,7 @@ def load_finetune_config(
     overrides = dict(overrides)
     raw: dict = {}
     if "config" in overrides:
-        raw = _read_yaml(Path(overrides.pop("config")))
+        raw = read_yaml(Path(overrides.pop("config")))
     for key, value in overrides.items():
         _set_nested(raw, key, value)
     sections = {

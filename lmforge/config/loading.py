@@ -7,7 +7,6 @@ wrong type are errors that name the key and what it accepts. Imports no torch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from pathlib import Path
@@ -156,7 +155,8 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """The mapping a YAML config file holds; unreadable files and other values are errors."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
@@ -179,19 +179,23 @@ def _model_dict(spec: Any) -> dict:
 
 
 def load_run_config(preset_or_yaml: str, overrides: list[str] | dict[str, str]) -> RunConfig:
-    """Resolve a preset name, a YAML file or a run/checkpoint directory (continued pretraining from
-    its weights) plus command-line overrides into a RunConfig."""
+    """Resolve a preset name or a YAML file plus command-line overrides into a RunConfig (a run or
+    checkpoint directory to continue from: `lmforge.run_dir.load_pretraining_config`)."""
     path = Path(preset_or_yaml)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise LmforgeError(f"config file {path} does not exist")
-        raw = _read_yaml(path)
-    elif path.is_dir():
-        raw = {"model": _checkpoint_model_dict(path), "init_from": str(path)}
+        raw = read_yaml(path)
     else:
         raw = {"model": preset_or_yaml}
     if "model" not in raw:
         raise LmforgeError(f"{preset_or_yaml}: the config names no model (add `model: PRESET`)")
+    return run_config_from_tree(raw, overrides)
+
+
+def run_config_from_tree(raw: dict, overrides: list[str] | dict[str, str]) -> RunConfig:
+    """A RunConfig from a nested dict whose `model` is a preset name or a mapping, plus
+    overrides."""
     raw = dict(raw, model=_model_dict(raw["model"]))
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
@@ -200,24 +204,17 @@ def load_run_config(preset_or_yaml: str, overrides: list[str] | dict[str, str]) 
     return from_dict(RunConfig, raw)
 
 
-def _checkpoint_model_dict(path: Path) -> dict:
-    """The model settings saved with the checkpoint a run or checkpoint directory names."""
-    # Imported here: only this path needs the checkpoint layout (and torch); configs stay light.
-    from lmforge.training.checkpoint import MODEL_CONFIG_FILE, resolve_checkpoint
-
-    config_file = resolve_checkpoint(path) / MODEL_CONFIG_FILE
-    try:
-        return json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise LmforgeError(f"cannot read {config_file}: {error}") from None
-
-
 def model_config_from_dict(values: dict) -> ModelConfig:
     return from_dict(ModelConfig, values, prefix="model.")
 
 
+def yaml_text(config: Any) -> str:
+    """A config dataclass as YAML, fields in declaration order."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
 def dump_yaml(config: Any, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    path.write_text(yaml_text(config))
 
 
 def user_keys(preset_or_yaml: str, overrides: dict[str, str]) -> set[str]:
@@ -232,5 +229,5 @@ def user_keys(preset_or_yaml: str, overrides: dict[str, str]) -> set[str]:
                 if isinstance(value, dict):
                     walk(value, f"{prefix}{key}.")
 
-        walk(_read_yaml(path), "")
+        walk(read_yaml(path), "")
     return keys

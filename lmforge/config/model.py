@@ -7,7 +7,7 @@ can be checked anywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from lmforge.errors import LmforgeError
@@ -106,6 +106,31 @@ class HeadConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TokenIdsConfig:
+    """The special token ids generation needs, stored with the model so that nothing guesses them
+    later: filled from the tokenizer and the objective when a run is created, and from the HF
+    config (pad/bos/eos/decoder_start_token_id) when a checkpoint is converted."""
+
+    pad_id: int | None = None
+    """Padding token; None: the tokenizer has none."""
+    bos_id: int | None = None
+    """Start-of-text token (<s>, GPT-2's <|endoftext|>); None for T5 and BERT vocabularies."""
+    eos_id: int | None = None
+    """End-of-text token (</s>, <|endoftext|>): generation stops at it."""
+    decoder_start_id: int | None = None
+    """encoder_decoder only: the decoder's first input token, the one its pretraining started
+    from: <pad> after T5 span corruption, </s> after BART denoising."""
+
+    def __post_init__(self) -> None:
+        for name, value in self.items():
+            _require(value is None or value >= 0, f"model.tokens.{name} must be >= 0, got {value}")
+
+    def items(self) -> list[tuple[str, int | None]]:
+        """(field name, id) pairs, in field order."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     family: Family
     vocab_size: int
@@ -123,6 +148,8 @@ class ModelConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    tokens: TokenIdsConfig = field(default_factory=TokenIdsConfig)
+    """Special token ids (pad, bos, eos, decoder start); ids below vocab_size."""
     tie_word_embeddings: bool = True
     dropout: float = 0.0
     """Dropout on each sublayer's output before the residual add, during training only."""
@@ -151,6 +178,15 @@ class ModelConfig:
         _require(
             not (self.position.kind == "rope" and self.d_head % 2),
             f"rope needs an even d_head, got {self.d_head}",
+        )
+        for name, value in self.tokens.items():
+            _require(
+                value is None or value < self.vocab_size,
+                f"model.tokens.{name} ({value}) must be < model.vocab_size ({self.vocab_size})",
+            )
+        _require(
+            self.tokens.decoder_start_id is None or self.family == "encoder_decoder",
+            "model.tokens.decoder_start_id is only valid for family encoder_decoder",
         )
 
     @property

@@ -11,17 +11,13 @@ tested against).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from lmforge.config.model import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.layers.kv_cache import KVCache
 from lmforge.models.lm import DecoderModel, EncoderDecoderModel
-
-if TYPE_CHECKING:
-    from lmforge.data.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,23 +139,15 @@ def generate(
 # ---------------------------------------------------------------- encoder-decoder models
 
 
-def decoder_start_id(tokenizer: Tokenizer, checkpoint: Path | None = None) -> int:
-    """The token a seq2seq decoder starts from: T5 starts from <pad>, BART from </s>.
-
-    Read from the objective the run of `checkpoint` (RUN/checkpoints/step_N) was pretrained with;
-    without one (converted checkpoints, fine-tuned runs, no checkpoint given) a tokenizer with a
-    bos token is taken to be BART-style (byte-level BPE has <s>, T5's unigram vocabulary has not).
-    """
-    kind = None
-    config_file = None if checkpoint is None else checkpoint.parent.parent / "config.yaml"
-    if config_file is not None and config_file.is_file():
-        import yaml
-
-        kind = ((yaml.safe_load(config_file.read_text()) or {}).get("objective") or {}).get("kind")
-    bart_style = kind == "bart_denoising" or (kind is None and tokenizer.bos_id is not None)
-    start = tokenizer.eos_id if bart_style else tokenizer.pad_id
+def decoder_start_id(config: ModelConfig) -> int:
+    """The token a seq2seq decoder starts from (T5: <pad>, BART: </s>), as the model configuration
+    stores it since its run was created or converted (`tokens.decoder_start_id`)."""
+    start = config.tokens.decoder_start_id
     if start is None:
-        raise LmforgeError("the tokenizer has no pad/eos token to start the decoder from")
+        raise LmforgeError(
+            "the model names no decoder start token (tokens.decoder_start_id in its "
+            "model_config.json); set it to the id its decoder was trained to start from"
+        )
     return start
 
 

@@ -6,7 +6,6 @@ metric. The fine-tuning loop (`lmforge.training.finetune`) is the same for all o
 
     task = task_class(name)(options, tokenizer, model_config)
     train = task.read(path)                 # examples, as in the file
-    task.read_checkpoint(checkpoint)        # e.g. the decoder start token of its objective
     task.fit_labels(train)                  # e.g. the label set; saved by `state()`
     model = task.build_model(backbone)      # backbone + head, an nn.Module
     features = task.features(train)         # tokenized once
@@ -18,7 +17,6 @@ metric. The fine-tuning loop (`lmforge.training.finetune`) is the same for all o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -61,10 +59,6 @@ class Task:
             num_segment_types=model_config.embedding.num_segment_types,
         )
         """The special tokens around and between this model type's texts."""
-
-    def read_checkpoint(self, checkpoint: Path) -> None:
-        """Learn what the task needs from the pretrained checkpoint directory (e.g. the decoder
-        start token of its pretraining objective); default: nothing."""
 
     # --- data ---------------------------------------------------------------------------------
 

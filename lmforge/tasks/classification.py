@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -81,7 +80,7 @@ class ClassificationTask(Task):
         self.words = _parse_label_words(options.label_words)
         self.is_generative = model_config.family == "encoder_decoder"
         self.max_length = min(options.max_length, model_config.max_seq_len or options.max_length)
-        self.decoder_start_id = decoder_start_id(tokenizer) if self.is_generative else None
+        self.decoder_start_id = decoder_start_id(model_config) if self.is_generative else None
         if model_config.family == "encoder":
             self.framing.require_enclosing("sentence classification")  # the pooler reads [CLS]
         elif model_config.family == "decoder":
@@ -122,10 +121,6 @@ class ClassificationTask(Task):
                     f"{path}: label {example.label!r} never appears in the training data "
                     f"(labels there: {', '.join(self.labels)})"
                 )
-
-    def read_checkpoint(self, checkpoint: Path) -> None:
-        if self.is_generative:
-            self.decoder_start_id = decoder_start_id(self.tokenizer, checkpoint)
 
     def state(self) -> dict[str, Any]:
         return {"labels": self.labels, "decoder_start_id": self.decoder_start_id}

@@ -12,17 +12,14 @@ Framing follows each family's pretraining (see `objectives/`):
     BART (BPE with <s>)    input   <s> prefix + source </s>   decoder  </s> <s> target
                            labels  <s> target </s>
 
-The decoder start token (<pad> for T5, </s> for BART) is decided from the tokenizer's roles, the
-rule `generation.search.decoder_start_id` applies when no pretraining objective is known, or from
-the pretraining objective of the checkpoint (`read_checkpoint`). Either way it is saved by
-`state()`, so prediction starts where training did.
+The decoder start token (<pad> for T5, </s> for BART) is the one the model configuration stores
+(`tokens.decoder_start_id`); it is also saved by `state()`, so prediction starts where training did.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,7 +75,7 @@ class Seq2SeqTask(Task):
                 "(the special tokens around each text)"
             )
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
-        self.decoder_start_id = decoder_start_id(tokenizer)
+        self.decoder_start_id = decoder_start_id(model_config)
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -121,9 +118,6 @@ class Seq2SeqTask(Task):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.decoder_start_id = int(state.get("decoder_start_id", self.decoder_start_id))
-
-    def read_checkpoint(self, checkpoint: Path) -> None:
-        self.decoder_start_id = decoder_start_id(self.tokenizer, checkpoint)
 
     def encode_source(self, source: str) -> list[int]:
         """[<s>] prefix + source </s>, truncated to max_source_length tokens."""

@@ -7,16 +7,13 @@
         metric saves the checkpoint (keep only the best) and its predictions; early stopping
     reload the best checkpoint, evaluate the test set if given, write metrics.json and curves.png
 
-RUN_DIR holds: config.yaml, task.json (task name, labels, pretrained source), tokenizer.json,
-checkpoints/step-N/ (the best), metrics.jsonl, metrics.json, predictions.jsonl (validation, best
-checkpoint), test_predictions.jsonl, curves.png.
+What the run directory holds, and how each file is written: `lmforge.run_dir`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import random
@@ -25,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from lmforge.config.finetune import FinetuneConfig
@@ -34,8 +30,19 @@ from lmforge.distributed.setup import choose_device
 from lmforge.errors import LmforgeError
 from lmforge.kernels import apply_cpu_kernels
 from lmforge.models.lm import LanguageModel, build_model
+from lmforge.models.weights import load_model_weights
+from lmforge.run_dir import (
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    TEST_PREDICTIONS_FILE,
+    check_new_run_dir,
+    tokenizer_dir,
+    write_finetune_run_files,
+    write_json,
+    write_jsonl,
+)
 from lmforge.tasks.base import Task, task_class
-from lmforge.training.checkpoint import load_model_weights, save_checkpoint
+from lmforge.training.checkpoint import save_checkpoint
 from lmforge.training.metrics import MetricsWriter
 from lmforge.training.optim import build_optimizer
 from lmforge.training.plot import plot_run
@@ -47,14 +54,11 @@ from lmforge.training.step import TrainingStep
 
 logger = logging.getLogger(__name__)
 
-TASK_FILE = "task.json"
-RESULTS_FILE = "metrics.json"
-
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune `config.pretrained` on the task and return the contents of metrics.json."""
     run_dir = Path(config.run.dir)
-    _check_run_dir(run_dir)
+    check_new_run_dir(run_dir)
     device = choose_device(config.run.device)
     precision = Precision.from_name(config.train.precision, device)
     torch.manual_seed(config.run.seed)
@@ -63,14 +67,19 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     )
     check_fp16_stable(precision.name, backbone.config)
     task = task_class(config.task_name)(config.task, tokenizer, backbone.config)
-    task.read_checkpoint(checkpoint)
     train, validation, test = _read_splits(task, config)
     task.fit_labels(train)
     for examples, path in ((validation, config.data.validation), (test, config.data.test)):
         task.check_labels(examples, path or config.data.train)
     model = apply_cpu_kernels(task.build_model(backbone)).to(device)  # the task head's linears
     features = task.features(train)
-    _write_run_files(run_dir, config, task, tokenizer)
+    write_finetune_run_files(
+        config,
+        task_name=task.name,
+        metric=task.metric,
+        task_state=task.state(),
+        tokenizer_source=tokenizer_dir(checkpoint),
+    )
     loop = _Loop(config, task, model, features, validation, run_dir, device, precision)
     best = loop.run()
     load_model_weights(best["checkpoint"], model)
@@ -87,8 +96,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if test:
         metrics, rows = task.evaluate(model.eval(), test, config.eval.batch_size)
         results["test"] = metrics
-        write_jsonl(run_dir / "test_predictions.jsonl", rows)
-    _write_json(run_dir / RESULTS_FILE, results)
+        write_jsonl(run_dir / TEST_PREDICTIONS_FILE, rows)
+    write_json(run_dir / RESULTS_FILE, results)
     plot_run(run_dir, metric=f"val_{task.metric}")
     return results
 
@@ -230,7 +239,7 @@ class _Loop:
                 to_dict(self.task.model_config), keep_last=1,
             )  # fmt: skip
             self.best = {"score": score, "step": step, "metrics": metrics, "checkpoint": checkpoint}
-            write_jsonl(self.run_dir / "predictions.jsonl", rows)
+            write_jsonl(self.run_dir / PREDICTIONS_FILE, rows)
             self.stale_evaluations = 0
             return False
         self.stale_evaluations += 1
@@ -258,35 +267,7 @@ def _read_splits(task: Task, config: FinetuneConfig) -> tuple[list, list, list]:
     return train, validation, test
 
 
-def _check_run_dir(run_dir: Path) -> None:
-    """Refuse a folder that holds something: a finished run must never be mixed with a new one.
-    The folder itself is made only once the data has been read and checked."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise LmforgeError(
-            f"{run_dir} already exists and is not empty; pass a new --run.dir or delete it"
-        )
-
-
-def _write_run_files(run_dir: Path, config: FinetuneConfig, task: Task, tokenizer: Any) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tree = to_dict(config)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
-    task_info = {"task": task.name, "pretrained": config.pretrained, "metric": task.metric}
-    _write_json(run_dir / TASK_FILE, task_info | {"options": tree["task"], **task.state()})
-    tokenizer.save(run_dir)
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """One JSON object per line, written beside `path` and renamed into place (never half)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    tmp.replace(path)

@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-logger = logging.getLogger(__name__)
+from lmforge.run_dir import METRICS_FILE, TENSORBOARD_DIR, write_text
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+logger = logging.getLogger(__name__)
 
 
 class MetricsWriter:
@@ -46,10 +45,7 @@ class MetricsWriter:
         if not self.path.is_file():
             return
         kept = [row for row in read_metrics(self.run_dir) if row.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.writelines(_to_line(row) for row in kept)
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(_to_line(row) for row in kept))
 
     def log(self, row: Mapping[str, Any]) -> None:
         """Append one row; it must hold `step` (int) and otherwise numbers (tensors allowed)."""

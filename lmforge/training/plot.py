@@ -8,7 +8,6 @@ carry `tokens_seen`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from lmforge.errors import LmforgeError
-from lmforge.training.metrics import METRICS_FILE, read_metrics
-
-CURVES_FILE = "curves.png"
+from lmforge.run_dir import CURVES_FILE, METRICS_FILE, read_task_info
+from lmforge.training.metrics import read_metrics
 
 # (metrics key, axis label, colour) of the validation panels drawn when a run logged the key.
 _VALIDATION_PANELS = (
@@ -77,8 +75,8 @@ def plot_run(run_dir: str | os.PathLike[str], *, metric: str | None = None) -> P
 def _task_metric(run_dir: Path) -> str | None:
     """`val_<metric>` of a fine-tuning run (its task.json names the metric), else None."""
     try:
-        return "val_" + json.loads((run_dir / "task.json").read_text())["metric"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return "val_" + read_task_info(run_dir)["metric"]
+    except (LmforgeError, KeyError, TypeError):
         return None
 
 

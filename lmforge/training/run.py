@@ -7,13 +7,10 @@ it, before any long work starts.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import torch
-import yaml
 
-from lmforge.config.loading import dump_yaml, to_dict
 from lmforge.config.model import ModelConfig
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset, read_manifest
@@ -22,15 +19,14 @@ from lmforge.distributed.parallelize import parallelize
 from lmforge.distributed.setup import barrier, init_distributed
 from lmforge.errors import LmforgeError
 from lmforge.models.lm import build_model
+from lmforge.models.weights import load_model_weights
 from lmforge.objectives.base import build_objective, resolve_objective_kind
-from lmforge.training.checkpoint import latest_checkpoint, load_model_weights, resolve_checkpoint
+from lmforge.run_dir import check_run_dir, token_ids, write_run_files
 from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import Precision, check_fp16_stable
 from lmforge.training.trainer import Trainer
 
-# Settings that define what a run directory holds; a different value means a different run.
-_IDENTITY_KEYS = ("model", "objective", ("data", "path"), ("train", "seq_len"), ("run", "seed"))
 
 
 def resolve_vocab_size(model: ModelConfig, tokenizer: Tokenizer, *, explicit: bool) -> ModelConfig:
@@ -46,54 +42,6 @@ def resolve_vocab_size(model: ModelConfig, tokenizer: Tokenizer, *, explicit: bo
     return model
 
 
-def _identity(config: dict) -> dict:
-    picked = {}
-    for key in _IDENTITY_KEYS:
-        section, name = (key, None) if isinstance(key, str) else key
-        value = config.get(section, {})
-        picked[f"{section}.{name}" if name else section] = value.get(name) if name else value
-    return picked
-
-
-def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = _first_difference(a, b, f"{prefix}{key}.")
-            if found:
-                return found
-        elif a != b:
-            return f"{prefix}{key}: {a!r} there, {b!r} now"
-    return ""
-
-
-def check_run_dir(config: RunConfig) -> Path | None:
-    """Decide where training starts: None (fresh) or the checkpoint to resume from."""
-    run_dir = Path(config.run.dir)
-    if config.resume not in ("auto", "never"):
-        return resolve_checkpoint(Path(config.resume))
-    saved = run_dir / "config.yaml"
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        return None
-    if not saved.is_file():
-        raise LmforgeError(
-            f"{run_dir} exists and is not an lmforge run directory; choose another --run.dir"
-        )
-    if config.resume == "never":
-        raise LmforgeError(
-            f"{run_dir} already holds a run; choose another --run.dir, "
-            "or --resume=auto to continue it"
-        )
-    difference = _first_difference(
-        _identity(yaml.safe_load(saved.read_text())), _identity(to_dict(config))
-    )
-    if difference:
-        raise LmforgeError(
-            f"{run_dir} holds a different run ({difference}); choose another --run.dir"
-        )
-    return latest_checkpoint(run_dir)
-
-
 def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tokenizer]:
     data_dir = Path(config.data.path)
     manifest = read_manifest(data_dir)
@@ -106,13 +54,6 @@ def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tok
     return train, val, tokenizer
 
 
-def write_run_files(config: RunConfig, data_dir: Path) -> None:
-    run_dir = Path(config.run.dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(config, run_dir / "config.yaml")
-    for name in ("tokenizer.json", "special_tokens.json"):
-        if (data_dir / name).is_file():
-            shutil.copyfile(data_dir / name, run_dir / name)
 
 
 def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset()) -> Trainer:
@@ -128,6 +69,8 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         explicit="model.vocab_size" in explicit_keys or config.init_from is not None,
     )
     kind = resolve_objective_kind(config.objective, family=model_config.family)
+    tokens = token_ids(tokenizer, model_config.family, kind)
+    model_config = dataclasses.replace(model_config, tokens=tokens)
     config = dataclasses.replace(
         config,
         model=model_config,
@@ -140,6 +83,8 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         source=config.data.path,
     )
     resume_from = check_run_dir(config)
+    # Every rank decides before rank 0 writes: a slower rank would see a half-made run directory.
+    barrier()
     if context.is_main:
         write_run_files(config, Path(config.data.path))
     barrier()

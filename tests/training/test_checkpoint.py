@@ -12,13 +12,9 @@ import torch
 from torch import nn
 
 from lmforge.errors import LmforgeError
-from lmforge.training.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    load_model_weights,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from lmforge.models.weights import load_model_weights
+from lmforge.run_dir import latest_checkpoint, resolve_checkpoint
+from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.optim import build_optimizer
 
 

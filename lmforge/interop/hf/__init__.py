@@ -145,39 +145,17 @@ def _build_hf_model(
     return model.eval(), extra
 
 
-def _set_special_ids(
-    hf_model: torch.nn.Module, family: ModuleType, special_ids: dict[str, int | None]
-) -> None:
-    ids = {role: i for role, i in special_ids.items() if i is not None}
-    start_role = getattr(family, "DECODER_START_ROLE", None)
-    for target in (hf_model.config, getattr(hf_model, "generation_config", None)):
-        if target is None:
-            continue
-        for role in ("bos", "eos", "pad"):
-            if role in ids:
-                setattr(target, f"{role}_token_id", ids[role])
-        if start_role in ids:
-            target.decoder_start_token_id = ids[start_role]
-
-
-def save_hf_model_dir(
-    model: torch.nn.Module,
-    out_dir: str | os.PathLike[str],
-    *,
-    special_ids: dict[str, int | None] | None = None,
-) -> None:
+def save_hf_model_dir(model: torch.nn.Module, out_dir: str | os.PathLike[str]) -> None:
     """Write our `model` as an HF folder (config.json + model.safetensors) via `save_pretrained`.
 
-    `special_ids` (role -> token id, from our tokenizer) become the config's bos/eos/pad ids and,
-    for seq2seq, the decoder start id (`DECODER_START_ROLE` of the family). The folder is written
-    beside `out_dir` and renamed into place, so an interrupted export never leaves something that
-    looks complete.
+    The config carries the model's special token ids (`model.config.tokens`: bos/eos/pad and, for
+    seq2seq, the decoder start id). The folder is written beside `out_dir` and renamed into place,
+    so an interrupted export never leaves something that looks complete.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise LmforgeError(f"{out_dir} already exists; choose a new output folder")
     hf_model, extra = _build_hf_model(model.config, model.state_dict())
-    _set_special_ids(hf_model, family_for_config(model.config), special_ids or {})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

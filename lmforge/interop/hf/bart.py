@@ -26,7 +26,7 @@ from lmforge.config.model import (
     PositionConfig,
 )
 from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import Transform, require_fields
+from lmforge.interop.hf.convert import Transform, require_fields, token_ids_from_hf, token_ids_to_hf
 
 MODEL_TYPE = "bart"
 BASE_PREFIX = "model."
@@ -70,8 +70,6 @@ def _key_map() -> dict[str, str | tuple[str, ...]]:
 KEY_MAP = _key_map()
 TRANSFORMS = {"lm_head.bias": ROW}
 TIED_HF_KEY = "lm_head.weight"
-DECODER_START_ROLE = "eos"
-"""The token the decoder starts from (BART: </s>)."""
 ALIASES = {
     "model.encoder.embed_tokens.weight": "model.shared.weight",
     "model.decoder.embed_tokens.weight": "model.shared.weight",
@@ -136,6 +134,7 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
             norm=True, scale="sqrt_d_model" if c.scale_embedding else "none", dropout=c.dropout
         ),
         head=HeadConfig(bias=True),
+        tokens=token_ids_from_hf(c),
         dropout=c.dropout,
         init_std=c.init_std,
     )
@@ -170,4 +169,5 @@ def config_to_hf(cfg: ModelConfig) -> Any:
         init_std=cfg.init_std,
         scale_embedding=cfg.embedding.scale == "sqrt_d_model",
         forced_eos_token_id=None,
+        **token_ids_to_hf(cfg),
     )

@@ -27,7 +27,7 @@ from lmforge.config.model import (
     PositionConfig,
 )
 from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import require_fields
+from lmforge.interop.hf.convert import require_fields, token_ids_from_hf, token_ids_to_hf
 
 MODEL_TYPE = "bert"
 BASE_PREFIX = "bert."
@@ -142,6 +142,7 @@ def encoder_config(hf_config: Any, *, position: PositionConfig) -> ModelConfig:
         attention=AttentionConfig(dropout=hf_config.attention_probs_dropout_prob),
         embedding=EmbeddingConfig(num_segment_types=hf_config.type_vocab_size, norm=True),
         head=HeadConfig(kind="transform", bias=True),
+        tokens=token_ids_from_hf(hf_config),
         dropout=hf_config.hidden_dropout_prob,
         init_std=hf_config.initializer_range,
     )
@@ -162,6 +163,7 @@ def encoder_config_kwargs(cfg: ModelConfig) -> dict[str, Any]:
         type_vocab_size=cfg.embedding.num_segment_types,
         initializer_range=cfg.init_std,
         layer_norm_eps=cfg.norm.eps,
+        **token_ids_to_hf(cfg),
     )
 
 

@@ -23,7 +23,7 @@ from lmforge.config.model import (
     PositionConfig,
 )
 from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import Transform, require_fields
+from lmforge.interop.hf.convert import Transform, require_fields, token_ids_from_hf, token_ids_to_hf
 
 MODEL_TYPE = "bloom"
 BASE_PREFIX = "transformer."
@@ -126,6 +126,7 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
         mlp=MLPConfig(activation="gelu_tanh"),
         attention=AttentionConfig(score_scale="inverse_sqrt", dropout=hf_config.attention_dropout),
         embedding=EmbeddingConfig(norm=True),
+        tokens=token_ids_from_hf(hf_config),
         tie_word_embeddings=hf_config.tie_word_embeddings,
         dropout=hf_config.hidden_dropout,
         init_std=hf_config.initializer_range,
@@ -137,7 +138,6 @@ def config_to_hf(cfg: ModelConfig) -> Any:
     from transformers import BloomConfig
 
     require_fields(cfg, {**REQUIRED, "d_ff": 4 * cfg.d_model}, "BLOOM")
-    # BLOOM's default bos/eos ids (1, 2) fit any vocabulary of 3 or more.
     return BloomConfig(
         vocab_size=cfg.vocab_size,
         hidden_size=cfg.d_model,
@@ -148,4 +148,5 @@ def config_to_hf(cfg: ModelConfig) -> Any:
         hidden_dropout=cfg.dropout,
         attention_dropout=cfg.attention.dropout,
         tie_word_embeddings=cfg.tie_word_embeddings,
+        **token_ids_to_hf(cfg),
     )

@@ -20,7 +20,8 @@ A family module (gpt2.py, bloom.py, ...) describes one HF architecture as data:
   the HF weights (see `interop.hf.save_hf_model_dir`), not into the HF model;
 - `FALLBACKS`: HF name -> the HF name whose tensor stands in when it is absent (transformers 5 saves
   a T5 v1.1 head that it tied at construction as `shared.weight` only);
-- `config_from_hf`, `config_to_hf`, `hf_model_class()`.
+- `config_from_hf`, `config_to_hf`, `hf_model_class()`; the special token ids travel through
+  `token_ids_from_hf` / `token_ids_to_hf`, the same for every family.
 
 This engine applies such a description in both directions and checks it against the parameters our
 model expects (built on the meta device: shapes only, no memory). Every unmapped, missing and
@@ -34,10 +35,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import torch
 
-from lmforge.config.model import ModelConfig
+from lmforge.config.model import ModelConfig, TokenIdsConfig
 from lmforge.errors import LmforgeError
 from lmforge.models.lm import build_model
 
@@ -80,6 +82,34 @@ def require_fields(cfg: ModelConfig, required: Mapping[str, object], architectur
     wrong = mismatched_fields(cfg, required, architecture)
     if wrong:
         raise LmforgeError(f"this model cannot be exported as {architecture}: {', '.join(wrong)}")
+
+
+_HF_TOKEN_IDS = {"pad_id": "pad_token_id", "bos_id": "bos_token_id", "eos_id": "eos_token_id",
+                 "decoder_start_id": "decoder_start_token_id"}  # fmt: skip
+"""Our special token ids -> the HF config attributes that hold them (every family)."""
+
+
+def token_ids_from_hf(hf_config: Any) -> TokenIdsConfig:
+    """The special ids an HF config names. An id that is not one token of the vocabulary is
+    dropped: GPT-2's config says 50256 whatever the vocabulary size, newer configs list several
+    eos ids. The decoder start is read for encoder-decoders only."""
+    ids = {}
+    for ours, theirs in _HF_TOKEN_IDS.items():
+        value = getattr(hf_config, theirs, None)
+        valid = isinstance(value, int) and 0 <= value < hf_config.vocab_size
+        ids[ours] = value if valid else None
+    if not getattr(hf_config, "is_encoder_decoder", False):
+        ids["decoder_start_id"] = None
+    return TokenIdsConfig(**ids)
+
+
+def token_ids_to_hf(cfg: ModelConfig) -> dict[str, int | None]:
+    """HF config keyword arguments for `cfg.tokens` (decoder_start_token_id for encoder-decoders
+    only); unknown ids stay None rather than taking the HF class's defaults."""
+    kwargs = {theirs: getattr(cfg.tokens, ours) for ours, theirs in _HF_TOKEN_IDS.items()}
+    if cfg.family != "encoder_decoder":
+        del kwargs["decoder_start_token_id"]
+    return kwargs
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:

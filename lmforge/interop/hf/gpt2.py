@@ -21,7 +21,7 @@ from lmforge.config.model import (
     PositionConfig,
 )
 from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import TRANSPOSE, require_fields
+from lmforge.interop.hf.convert import TRANSPOSE, require_fields, token_ids_from_hf, token_ids_to_hf
 
 MODEL_TYPE = "gpt2"
 BASE_PREFIX = "transformer."
@@ -101,6 +101,7 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
         mlp=MLPConfig(activation=_ACTIVATIONS[hf_config.activation_function]),
         attention=AttentionConfig(score_scale="inverse_sqrt", dropout=hf_config.attn_pdrop),
         embedding=EmbeddingConfig(norm=False, dropout=hf_config.embd_pdrop),
+        tokens=token_ids_from_hf(hf_config),
         tie_word_embeddings=hf_config.tie_word_embeddings,
         dropout=hf_config.resid_pdrop,
         init_std=hf_config.initializer_range,
@@ -134,8 +135,6 @@ def config_to_hf(cfg: ModelConfig) -> Any:
 
     require_fields(cfg, REQUIRED, "GPT-2")
     activation = {"gelu_tanh": "gelu_new"}.get(cfg.mlp.activation, cfg.mlp.activation)
-    # GPT-2's default bos/eos id (50256) is outside small vocabularies; HF warns about it.
-    special = 50256 if cfg.vocab_size > 50256 else None
     return GPT2Config(
         vocab_size=cfg.vocab_size,
         n_positions=cfg.position.max_positions,
@@ -150,6 +149,5 @@ def config_to_hf(cfg: ModelConfig) -> Any:
         layer_norm_epsilon=cfg.norm.eps,
         initializer_range=cfg.init_std,
         tie_word_embeddings=cfg.tie_word_embeddings,
-        bos_token_id=special,
-        eos_token_id=special,
+        **token_ids_to_hf(cfg),
     )

@@ -83,9 +83,9 @@ def config_to_hf(cfg: ModelConfig) -> Any:
             "this model cannot be exported as RoBERTa: it needs model.position.offset >= 1 "
             "(the pad id + 1) and segment embeddings"
         )
+    # HF RoBERTa counts positions from the pad id + 1: the offset decides the pad id.
     pad = cfg.position.offset - 1
     return RobertaConfig(
-        **encoder_config_kwargs(cfg),
+        **(encoder_config_kwargs(cfg) | {"pad_token_id": pad}),
         max_position_embeddings=cfg.position.max_positions + cfg.position.offset,
-        pad_token_id=pad,
     )

@@ -35,14 +35,17 @@ from lmforge.config.model import (
     PositionConfig,
 )
 from lmforge.errors import LmforgeError
-from lmforge.interop.hf.convert import mismatched_fields, require_fields
+from lmforge.interop.hf.convert import (
+    mismatched_fields,
+    require_fields,
+    token_ids_from_hf,
+    token_ids_to_hf,
+)
 
 MODEL_TYPE = "t5"
 BASE_PREFIX = ""
 TRANSFORMS: dict = {}
 TIED_HF_KEY = "lm_head.weight"
-DECODER_START_ROLE = "pad"
-"""The token the decoder starts from (T5: the pad token)."""
 ALIASES = {
     "encoder.embed_tokens.weight": "shared.weight",
     "decoder.embed_tokens.weight": "shared.weight",
@@ -158,6 +161,7 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
         ),
         embedding=EmbeddingConfig(),
         head=HeadConfig(logit_scale="inverse_sqrt_d_model" if scaled else "none"),
+        tokens=token_ids_from_hf(hf_config),
         tie_word_embeddings=bool(scaled),
         dropout=hf_config.dropout_rate,
     )
@@ -191,7 +195,7 @@ def config_to_hf(cfg: ModelConfig) -> Any:
         layer_norm_epsilon=cfg.norm.eps,
         feed_forward_proj=("gated-" if cfg.mlp.gated else "") + activation,
         tie_word_embeddings=cfg.tie_word_embeddings,
-        decoder_start_token_id=0,
+        **token_ids_to_hf(cfg),
     )
 
 
