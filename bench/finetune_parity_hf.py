@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# lmforge internals this side shares; issue 11 moves some of them (re-point here).
+# lmforge internals this side shares.
 from lmforge.config.finetune import load_finetune_config
 from lmforge.evaluation.classification import accuracy, macro_f1
 from lmforge.evaluation.generation import bleu, rouge
@@ -50,11 +50,10 @@ def step_zero(task_name: str, run: Path, options: list[str]) -> StepZero:
     """The state `lmforge finetune TASK_NAME RUN OPTIONS` starts its first step from."""
     config = load_finetune_config(task_name, str(run), [*options, "--run.dir=-"])
     torch.manual_seed(config.run.seed)
-    backbone, tokenizer, checkpoint = load_backbone(
+    backbone, tokenizer, _ = load_backbone(
         config.pretrained, config.train.init, config.train.dropout
     )
     task = task_class(task_name)(config.task, tokenizer, backbone.config)
-    task.read_checkpoint(checkpoint)
     train, validation = read_splits(task, config.data)
     task.fit_labels(train)
     model = task.build_model(backbone)
@@ -91,7 +90,8 @@ def batch_order(num_features: int, batch_size: int, seed: int, steps: int) -> li
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
-    """training/finetune.py:_linear_schedule: linear warmup, then linear decay to 0 (0-based)."""
+    """BERT's fine-tuning schedule, written out (lmforge's is training/schedules.py:lr_at with a
+    linear decay): linear warmup, then linear decay to 0 (0-based steps)."""
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lmforge.models.lm import EncoderModel
-    from lmforge.training.pretrained import load_pretrained
+    from lmforge.models.pretrained import load_pretrained
 
     if args.top_k < 1:
         raise LmforgeError("--top-k must be at least 1")

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lmforge.generation.search import SamplingConfig, generate, left_pad
     from lmforge.models.lm import DecoderModel, EncoderDecoderModel
-    from lmforge.training.pretrained import load_pretrained
+    from lmforge.models.pretrained import load_pretrained
 
     sampling = SamplingConfig(
         max_new_tokens=args.max_new_tokens,

@@ -28,14 +28,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from tqdm import tqdm
 
 from lmforge.data.tokenizer import Tokenizer
+from lmforge.distributed.setup import choose_device
 from lmforge.errors import LmforgeError
-from lmforge.models.lm import LanguageModel, build_model
+from lmforge.models.lm import LanguageModel
+from lmforge.models.pretrained import load_pretrained
 from lmforge.tasks.scoring import sentence_log_likelihoods
-from lmforge.training.pretrained import load_pretrained
 
 CHANCE = 50.0
 _SENTENCES = ("sentence_good", "sentence_bad")
@@ -105,7 +105,9 @@ def evaluate_minimal_pairs(
     """Score every pair of `options.data` with the model of a run or checkpoint directory; with
     `output`, write a bar chart per field, pairs.jsonl and (last) metrics.json there."""
     pairs = read_minimal_pairs(options.data, max_pairs=options.max_pairs)
-    model, tokenizer = _load_model(pretrained, options)
+    model, tokenizer, _ = load_pretrained(
+        pretrained, device=choose_device(options.device), init=options.init, seed=options.seed
+    )
     started = time.perf_counter()
     scores = _score_pairs(model, tokenizer, pairs, options.batch_size, progress)
     seconds = time.perf_counter() - started
@@ -179,21 +181,6 @@ def _read_file(file: Path) -> list[MinimalPair]:
 
 
 # --- scoring ------------------------------------------------------------------------------------
-
-
-def _load_model(
-    pretrained: str | Path, options: MinimalPairsOptions
-) -> tuple[LanguageModel, Tokenizer]:
-    """As zero_shot_evaluation's loader, without its decoder check; both are to share the loader
-    that issue 11 moves below tasks/ (the load_pretrained import above is the line to re-point)."""
-    device = options.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer, _ = load_pretrained(pretrained, device=device)
-    if options.init == "random":
-        torch.manual_seed(options.seed)
-        model = build_model(model.config, device=device).eval()
-    return model, tokenizer
 
 
 def _score_pairs(

@@ -37,14 +37,15 @@ from collections.abc import Sequence
 
 import torch
 
+from lmforge.data.framing import framing_for
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.generation.search import decoder_start_id
 from lmforge.models.lm import DecoderModel, EncoderDecoderModel, EncoderModel, LanguageModel
-from lmforge.tasks.base import encoder_framing, pad_batch
+from lmforge.tasks.base import pad_batch
 from lmforge.tasks.zero_shot import continuation_log_probs
 
-# --- framing: re-point to lmforge.data.framing after the issue-11 merge --------------------------
+# --- framing --------------------------------------------------------------------------------------
 
 
 def _decoder_context(tokenizer: Tokenizer) -> list[int]:
@@ -54,21 +55,20 @@ def _decoder_context(tokenizer: Tokenizer) -> list[int]:
 
 def _encoder_frame(tokenizer: Tokenizer, ids: list[int]) -> list[int]:
     """A sentence framed as in MLM pretraining: [CLS] ids [SEP] (BERT), <s> ids </s> (RoBERTa)."""
-    framing = encoder_framing(tokenizer)
-    if framing is None or tokenizer.mask_id is None:
+    framing = framing_for(tokenizer, "encoder")
+    framing.require_enclosing("pseudo-log-likelihood")
+    if tokenizer.mask_id is None:
         raise LmforgeError(
-            "pseudo-log-likelihood needs a mask token and [CLS]/[SEP] or <s>/</s> framing, which "
-            "this encoder's tokenizer lacks; score a model pretrained with masked language modeling"
+            "pseudo-log-likelihood needs a mask token, which this encoder's tokenizer lacks; "
+            "score a model pretrained with masked language modeling"
         )
-    opening, _, closing = framing
-    return [*opening, *ids, *closing]
+    return framing.single(ids)
 
 
-def _seq2seq_frame(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+def _seq2seq_frame(model: EncoderDecoderModel, tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
     """(source, decoder prefix before the sentence): T5's single sentinel or BART's single mask
-    (see the module docstring); the decoder start is re-pointed to
-    ModelConfig.tokens.decoder_start_id after the issue-11 merge."""
-    start = decoder_start_id(tokenizer)
+    (see the module docstring), the decoder starting from the token stored with the model."""
+    start = decoder_start_id(model.config)
     if tokenizer.sentinel_ids and tokenizer.eos_id is not None:
         sentinel = tokenizer.sentinel_ids[0]  # <extra_id_0>
         return [sentinel, tokenizer.eos_id], [start, sentinel]
@@ -131,7 +131,7 @@ def _pseudo_log_likelihoods(
         attention_mask = pad_batch([[1] * len(framed[i]) for i, _ in chunk], 0)  # (B, T)
         targets = input_ids[index, position]  # (B,)
         input_ids[index, position] = tokenizer.mask_id
-        hidden = model.encode(input_ids.to(device), attention_mask=attention_mask.to(device))
+        hidden = model.hidden_states(input_ids.to(device), attention_mask=attention_mask.to(device))
         # Project only the masked position of each row onto the vocabulary.
         logits = model.lm_head(hidden[index, position.to(device)], model.token_embed.weight)
         scores = _token_log_probs(logits, targets.to(device), tokenizer.vocab_size)  # (B,)
@@ -142,11 +142,11 @@ def _pseudo_log_likelihoods(
 def _target_log_likelihoods(
     model: EncoderDecoderModel, tokenizer: Tokenizer, sentences: list[list[int]], batch_size: int
 ) -> list[float]:
-    source, prefix = _seq2seq_frame(tokenizer)
+    source, prefix = _seq2seq_frame(model, tokenizer)
     _check_fits(model, [len(prefix) + len(ids) for ids in sentences])
     device = model.token_embed.weight.device
     # Every sentence has the same source: encode it once.
-    memory = model.encode(torch.tensor([source], device=device))  # (1, S, D)
+    memory = model.hidden_states(torch.tensor([source], device=device))  # (1, S, D)
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     results = [0.0] * len(sentences)
     for start in range(0, len(order), batch_size):

@@ -18,14 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from lmforge.data.labelled import ClassificationExample, read_classification
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.distributed.setup import choose_device
 from lmforge.errors import LmforgeError
 from lmforge.evaluation.classification import accuracy, macro_f1
-from lmforge.models.lm import DecoderModel, build_model
+from lmforge.models.lm import DecoderModel
+from lmforge.models.pretrained import load_pretrained
 from lmforge.tasks.zero_shot import (
     Verbalizer,
     baselines,
@@ -40,7 +39,6 @@ from lmforge.tasks.zero_shot import (
     score_labels,
     sort_labels,
 )
-from lmforge.training.pretrained import load_pretrained
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,11 +185,9 @@ def _verbalizer(options: ZeroShotOptions, examples: list[ClassificationExample])
 def _load_decoder(
     pretrained: str | Path, options: ZeroShotOptions
 ) -> tuple[DecoderModel, Tokenizer]:
-    device = choose_device(options.device)
-    model, tokenizer, _ = load_pretrained(pretrained, device=device)
-    if options.init == "random":
-        torch.manual_seed(options.seed)
-        model = build_model(model.config, device=device).eval()
+    model, tokenizer, _ = load_pretrained(
+        pretrained, device=choose_device(options.device), init=options.init, seed=options.seed
+    )
     if model.config.family != "decoder":
         family = model.config.family.replace("_", "-")
         raise LmforgeError(

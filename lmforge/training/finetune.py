@@ -30,6 +30,7 @@ from lmforge.distributed.setup import choose_device
 from lmforge.errors import LmforgeError
 from lmforge.kernels import apply_cpu_kernels
 from lmforge.models.lm import LanguageModel, build_model
+from lmforge.models.pretrained import load_pretrained
 from lmforge.models.weights import load_model_weights
 from lmforge.run_dir import (
     PREDICTIONS_FILE,
@@ -47,7 +48,6 @@ from lmforge.training.metrics import MetricsWriter
 from lmforge.training.optim import build_optimizer
 from lmforge.training.plot import plot_run
 from lmforge.training.precision import Precision, check_fp16_stable
-from lmforge.training.pretrained import load_pretrained
 from lmforge.training.progress import TrainingProgress
 from lmforge.training.schedules import lr_at
 from lmforge.training.step import TrainingStep
@@ -265,8 +265,6 @@ def _read_splits(task: Task, config: FinetuneConfig) -> tuple[list, list, list]:
     if not train or not validation:
         raise LmforgeError("the training or validation split is empty")
     return train, validation, test
-
-
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -28,7 +28,6 @@ from lmforge.training.precision import Precision, check_fp16_stable
 from lmforge.training.trainer import Trainer
 
 
-
 def resolve_vocab_size(model: ModelConfig, tokenizer: Tokenizer, *, explicit: bool) -> ModelConfig:
     """Fit the embedding to the tokenizer: rounded up to a multiple of 64 (faster matmuls) unless
     model.vocab_size was given, in which case it must be large enough."""
@@ -52,8 +51,6 @@ def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tok
     has_val = manifest["splits"].get("val", {}).get("num_tokens", 0) > 0
     val = TokenDataset(data_dir, "val") if has_val else None
     return train, val, tokenizer
-
-
 
 
 def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset()) -> Trainer:

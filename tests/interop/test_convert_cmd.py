@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("transformers")
 
 from lmforge.cli.main import main  # noqa: E402
-from lmforge.training.pretrained import load_pretrained  # noqa: E402
+from lmforge.models.pretrained import load_pretrained  # noqa: E402
 from tests.interop.test_hf_parity import (  # noqa: E402
     CASES,
     VOCAB,

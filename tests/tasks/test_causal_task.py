@@ -15,8 +15,8 @@ from lmforge.config.finetune import CausalOptions
 from lmforge.data.prompts import PromptExample, read_prompts
 from lmforge.errors import LmforgeError
 from lmforge.models.heads import IGNORE_INDEX
+from lmforge.models.pretrained import load_pretrained
 from lmforge.tasks.causal import CausalTask
-from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 PAIRS = [

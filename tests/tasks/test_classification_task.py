@@ -14,8 +14,8 @@ from lmforge.config.finetune import ClassifyOptions
 from lmforge.data.labelled import ClassificationExample, read_classification
 from lmforge.errors import LmforgeError
 from lmforge.evaluation.classification import accuracy, macro_f1
+from lmforge.models.pretrained import load_pretrained
 from lmforge.tasks.classification import ClassificationTask
-from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 FAST = ["--log.progress=false", "--log.tensorboard=false", "--train.batch_size=8"]

@@ -12,6 +12,7 @@ import torch
 
 from lmforge.cli.main import main
 from lmforge.errors import LmforgeError
+from lmforge.models.pretrained import load_pretrained
 from lmforge.tasks.minimal_pairs import (
     MinimalPair,
     MinimalPairsOptions,
@@ -20,7 +21,6 @@ from lmforge.tasks.minimal_pairs import (
     read_minimal_pairs,
 )
 from lmforge.tasks.scoring import sentence_log_likelihoods
-from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 SENTENCES = [

@@ -15,9 +15,9 @@ from lmforge.cli.main import main
 from lmforge.config.finetune import TagOptions
 from lmforge.errors import LmforgeError
 from lmforge.models.heads import IGNORE_INDEX
+from lmforge.models.pretrained import load_pretrained
 from lmforge.tasks.base import task_class
 from lmforge.tasks.ner import TaggingExample, TaggingTask
-from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 SENTENCES = [

@@ -15,8 +15,8 @@ from lmforge.config.finetune import QAOptions
 from lmforge.data.squad import QAExample, read_squad
 from lmforge.errors import LmforgeError
 from lmforge.models.lm import LanguageModel
+from lmforge.models.pretrained import load_pretrained
 from lmforge.tasks.qa import ExtractiveQATask, QAWindow, decode_answer
-from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 DEV = "squad_v1.1/dev-v1.1.json"

@@ -14,8 +14,8 @@ import torch
 from lmforge.cli.main import main
 from lmforge.config.finetune import Seq2SeqOptions
 from lmforge.data.pairs import Seq2SeqExample
+from lmforge.models.pretrained import load_pretrained
 from lmforge.tasks.seq2seq import Seq2SeqTask
-from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 PAIRS = [

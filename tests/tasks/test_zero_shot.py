@@ -13,6 +13,7 @@ import torch
 from lmforge.cli.main import main
 from lmforge.data.labelled import ClassificationExample
 from lmforge.errors import LmforgeError
+from lmforge.models.pretrained import load_pretrained
 from lmforge.tasks.zero_shot import (
     Verbalizer,
     baselines,
@@ -26,7 +27,6 @@ from lmforge.tasks.zero_shot import (
     predict_label,
     score_labels,
 )
-from lmforge.training.pretrained import load_pretrained
 from tests.conftest import shared_file
 
 SENTIMENT = Verbalizer("Review: {text}\nSentiment:", ("text",), {"0": "negative", "1": "positive"})
