@@ -55,13 +55,13 @@ def _decoder_context(tokenizer: Tokenizer) -> list[int]:
 
 def _encoder_frame(tokenizer: Tokenizer, ids: list[int]) -> list[int]:
     """A sentence framed as in MLM pretraining: [CLS] ids [SEP] (BERT), <s> ids </s> (RoBERTa)."""
-    framing = framing_for(tokenizer, "encoder")
-    framing.require_enclosing("pseudo-log-likelihood")
     if tokenizer.mask_id is None:
         raise LmforgeError(
             "pseudo-log-likelihood needs a mask token, which this encoder's tokenizer lacks; "
             "score a model pretrained with masked language modeling"
         )
+    framing = framing_for(tokenizer, "encoder")
+    framing.require_enclosing("pseudo-log-likelihood")
     return framing.single(ids)
 
 
