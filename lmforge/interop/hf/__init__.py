@@ -40,8 +40,8 @@ FAMILIES: dict[str, str] = {
 """HF model_type -> the module describing it."""
 
 EXTRA_WEIGHTS_FILE = "lmforge_extra.safetensors"
-"""Weights our model has and the HF model class has not (BERT's pooler), kept beside the HF weights
-so that an exported folder converts back bit for bit; transformers never reads this file."""
+"""Weights our model has and the HF model class has not (RoBERTa's pooler), kept beside the HF
+weights so that an exported folder converts back bit for bit; transformers never reads this file."""
 
 
 def get_family(model_type: str) -> ModuleType:
@@ -149,13 +149,25 @@ def save_hf_model_dir(model: torch.nn.Module, out_dir: str | os.PathLike[str]) -
     """Write our `model` as an HF folder (config.json + model.safetensors) via `save_pretrained`.
 
     The config carries the model's special token ids (`model.config.tokens`: bos/eos/pad and, for
-    seq2seq, the decoder start id). The folder is written beside `out_dir` and renamed into place,
-    so an interrupted export never leaves something that looks complete.
+    seq2seq, the decoder start id).
     """
+    hf_model, extra = _build_hf_model(model.config, model.state_dict())
+    write_hf_model_dir(hf_model, family_for_config(model.config), out_dir, extra=extra)
+
+
+def write_hf_model_dir(
+    hf_model: torch.nn.Module,
+    family: ModuleType,
+    out_dir: str | os.PathLike[str],
+    *,
+    extra: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """`hf_model.save_pretrained(out_dir)`, `extra` weights beside it (`EXTRA_WEIGHTS_FILE`) and
+    the family's config.json fix. The folder is written beside `out_dir` and renamed into place,
+    so an interrupted export never leaves something that looks complete."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise LmforgeError(f"{out_dir} already exists; choose a new output folder")
-    hf_model, extra = _build_hf_model(model.config, model.state_dict())
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -164,7 +176,7 @@ def save_hf_model_dir(model: torch.nn.Module, out_dir: str | os.PathLike[str]) -
             from safetensors.torch import save_file
 
             save_file(extra, staging / EXTRA_WEIGHTS_FILE, metadata={"format": "pt"})
-        fix_config = getattr(family_for_config(model.config), "fix_saved_config", None)
+        fix_config = getattr(family, "fix_saved_config", None)
         if fix_config is not None:
             config_file = staging / "config.json"
             config_file.write_text(

@@ -7,10 +7,12 @@ follows self-attention (our `self_attn_norm`) and `output.LayerNorm` follows the
 copy `cls.predictions.decoder.bias`).
 
 The pooler (`bert.pooler.dense.*`, our `pooler.dense.*`) is in BertModel and BertForPreTraining
-checkpoints (bert-base-uncased) but not in BertForMaskedLM, which we export to (it is built with
-add_pooling_layer=False): it is an `HF_EXTRA_KEYS` entry, initialised fresh when a checkpoint lacks
-it and exported beside the HF weights. The next-sentence head (`cls.seq_relationship.*`) is ignored
-on import: our EncoderModel has none.
+checkpoints (bert-base-uncased) but not in BertForMaskedLM, which is built with
+add_pooling_layer=False: initialised fresh when a checkpoint lacks it (`OPTIONAL_HF_KEYS`), and
+exported into model.safetensors beside the MLM weights, as bert-base-uncased holds it, so that
+BertForSequenceClassification starts from our pooler (BertForMaskedLM reports it as unexpected, as
+it does for bert-base-uncased). The next-sentence head (`cls.seq_relationship.*`) is ignored on
+import: our EncoderModel has none.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ KEY_MAP = encoder_key_map(
 )
 TRANSFORMS: dict = {}
 TIED_HF_KEY = "cls.predictions.decoder.weight"
-HF_EXTRA_KEYS = ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
-"""The pooler: BertForMaskedLM has none (see convert.py)."""
+OPTIONAL_HF_KEYS = ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
+"""The pooler: BertForMaskedLM checkpoints have none (see convert.py)."""
 ALIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
 IGNORED_HF_KEYS = (
     r"bert\.embeddings\.(position_ids|token_type_ids)",  # buffers saved by old versions
@@ -171,6 +173,13 @@ def hf_model_class() -> type:
     from transformers import BertForMaskedLM
 
     return BertForMaskedLM
+
+
+def prepare_hf_model(model: Any, cfg: ModelConfig) -> None:
+    """Give BertForMaskedLM the pooler its checkpoint keeps (see the module docstring)."""
+    from transformers.models.bert.modeling_bert import BertPooler
+
+    model.bert.pooler = BertPooler(model.config)
 
 
 def config_from_hf(hf_config: Any) -> ModelConfig:

@@ -14,10 +14,11 @@ A family module (gpt2.py, bloom.py, ...) describes one HF architecture as data:
   buffers) or that our models do not have (BERT's pooler and next-sentence head);
 - `ALIASES`: HF name -> the HF name it is always a copy of (T5's and BART's per-stack
   `embed_tokens`, BERT's `decoder.bias`): checked equal on import, written on export;
-- `HF_EXTRA_KEYS`: HF names of weights our model has and the HF model class has not (BERT's pooler:
-  BertForMaskedLM is built without one). Absent on import, they are initialised as our
-  `init_weights` would (N(0, init_std) matrices, zero vectors); on export they are written beside
-  the HF weights (see `interop.hf.save_hf_model_dir`), not into the HF model;
+- `OPTIONAL_HF_KEYS`: HF names of our weights that HF checkpoints may lack (the pooler: BertModel
+  checkpoints have one, BertForMaskedLM ones not). Absent on import, they are initialised as our
+  `init_weights` would (N(0, init_std) matrices, zero vectors);
+- `HF_EXTRA_KEYS`: those of them the exported HF model class has no place for (RoBERTa's pooler),
+  written beside the HF weights (see `interop.hf.save_hf_model_dir`), not into the HF model;
 - `FALLBACKS`: HF name -> the HF name whose tensor stands in when it is absent (transformers 5 saves
   a T5 v1.1 head that it tied at construction as `shared.weight` only);
 - `config_from_hf`, `config_to_hf`, `hf_model_class()`; the special token ids travel through
@@ -164,6 +165,11 @@ def extra_keys(family: ModuleType) -> tuple[str, ...]:
     return getattr(family, "HF_EXTRA_KEYS", ())
 
 
+def optional_keys(family: ModuleType) -> tuple[str, ...]:
+    """HF names of our weights that HF checkpoints may lack (`OPTIONAL_HF_KEYS`)."""
+    return getattr(family, "OPTIONAL_HF_KEYS", ())
+
+
 def _fresh(shape: tuple[int, ...], cfg: ModelConfig) -> torch.Tensor:
     """A newly initialised weight, as `init_weights` makes Linear layers: N(0, std) or zeros."""
     if len(shape) >= 2:
@@ -210,7 +216,7 @@ def hf_state_dict_to_ours(
             continue
         hf_keys, transform = entry
         absent = [k for k in hf_keys if k not in hf_sd]
-        if absent and set(absent) <= set(extra_keys(family)):
+        if absent and set(absent) <= set(optional_keys(family)):
             ours[our_key] = _fresh(shape, our_cfg)
             continue
         if absent and fresh_prefixes and all(k.startswith(fresh_prefixes) for k in absent):
@@ -245,8 +251,8 @@ def hf_state_dict_to_ours(
             used.add(alias)
             if not torch.equal(hf_sd[alias], hf_sd[source]):
                 problems["mis-shaped"].append(f"{alias} differs from {source}, its tied copy")
-    # Extra keys our model does not have (a build without a pooler) are skipped like ignored ones.
-    skip = set(extra_keys(family))
+    # Optional keys our model lacks (a build without a pooler) are skipped like ignored ones.
+    skip = set(optional_keys(family))
     leftovers = [k for k in hf_sd if k not in used | skip and not _is_ignored(family, k)]
     problems["unmapped"].extend(leftovers)
     _raise_problems(f"from HF {family.MODEL_TYPE}", problems)

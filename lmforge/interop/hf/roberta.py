@@ -43,6 +43,7 @@ TRANSFORMS: dict = {}
 TIED_HF_KEY = "lm_head.decoder.weight"
 HF_EXTRA_KEYS = ("roberta.pooler.dense.weight", "roberta.pooler.dense.bias")
 """The pooler: RobertaForMaskedLM has none (see convert.py)."""
+OPTIONAL_HF_KEYS = HF_EXTRA_KEYS
 ALIASES = {"lm_head.decoder.bias": "lm_head.bias"}
 IGNORED_HF_KEYS = (r"roberta\.embeddings\.(position_ids|token_type_ids)",)
 
