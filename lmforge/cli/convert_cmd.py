@@ -8,7 +8,9 @@
 Reading never runs code from the files (safetensors, or torch.load(weights_only=True) for .bin;
 no remote code). The converted run holds weights and no optimizer state: `generate` and
 `load_pretrained` use it directly, and `lmforge pretrain OUT --data.path=DATA --run.dir=RUN`
-continues pretraining from its weights (step 0, fresh optimizer).
+continues pretraining from its weights (step 0, fresh optimizer). The exported tokenizer frames
+texts as the model read them in lmforge ([CLS] a [SEP], <s> a </s>, a </s>), so that
+transformers' pipelines feed the model what lmforge feeds it.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import dataclasses
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the command imports its dependencies when it runs
+    from lmforge.config.model import ModelConfig
+    from lmforge.data.framing import Framing
+    from lmforge.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
-
-_HF_ROLES = {f"{role}_token": role for role in ("bos", "eos", "pad", "unk", "mask", "cls", "sep")}
-"""transformers' special-token attribute -> our role."""
 
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
                     "sentencepiece.bpe.model", "tokenizer.model")  # fmt: skip
@@ -102,8 +107,10 @@ def _hf_tokenizer(hf_dir: Path):
     backend = getattr(hf_tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
+    from lmforge.interop.hf.tokenizer import HF_ROLES
+
     roles = {}
-    for attribute, role in _HF_ROLES.items():
+    for attribute, role in HF_ROLES.items():
         token = getattr(hf_tokenizer, attribute, None)
         if token is not None:
             roles[role] = str(token)
@@ -112,6 +119,7 @@ def _hf_tokenizer(hf_dir: Path):
 
 def to_hf(path: Path, out: Path) -> None:
     """Write the lmforge run or checkpoint `path` as a transformers folder `out`."""
+    from lmforge.data.framing import framing_for
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.errors import LmforgeError
     from lmforge.interop.hf import save_hf_model_dir
@@ -129,14 +137,14 @@ def to_hf(path: Path, out: Path) -> None:
     load_model_weights(checkpoint, model)
     save_hf_model_dir(model.eval(), out)
     if tokenizer is not None:
-        from transformers import PreTrainedTokenizerFast
-
-        hf_tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=tokenizer.inner,
-            **{
-                attr: tokenizer.roles[role]
-                for attr, role in _HF_ROLES.items()
-                if role in tokenizer.roles
-            },  # fmt: skip
+        cfg = model.config
+        framing = framing_for(
+            tokenizer, cfg.family, num_segment_types=cfg.embedding.num_segment_types
         )
-        hf_tokenizer.save_pretrained(str(out))
+        _save_tokenizer(tokenizer, framing, cfg, out)
+
+
+def _save_tokenizer(tokenizer: Tokenizer, framing: Framing, cfg: ModelConfig, out: Path) -> None:
+    from lmforge.interop.hf.tokenizer import hf_tokenizer
+
+    hf_tokenizer(tokenizer, framing, max_length=cfg.max_seq_len).save_pretrained(str(out))

@@ -135,8 +135,11 @@ def _special_word_tokenizer(specials: list[str], **roles: str):
 
 
 def test_bert_export_runs_in_the_fill_mask_pipeline(tmp_path):
-    """An exported encoder fills the mask in transformers' pipeline as lmforge does."""
+    """An exported encoder fills the mask in transformers' pipeline as lmforge does (framed as
+    [CLS] ... [SEP] on both sides)."""
     from transformers import pipeline
+
+    from lmforge.data.framing import framing_for
 
     hf_model = _random_hf_model("bert", 4, "")
     hf_model.save_pretrained(tmp_path / "hf")
@@ -149,9 +152,10 @@ def test_bert_export_runs_in_the_fill_mask_pipeline(tmp_path):
     assert main(["convert", "--to-hf", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
     model, ours_tokenizer, _ = load_pretrained(tmp_path / "run")
     text = "w9 w17 [MASK] w33 w5"
-    ids = torch.tensor([ours_tokenizer.encode(text)])
+    framing = framing_for(ours_tokenizer, model.config.family)
+    ids = torch.tensor([framing.single(ours_tokenizer.encode(text))])
     with torch.no_grad():
-        logits = model(ids).logits[0, 2]
+        logits = model(ids).logits[0, 3]
     expected = ours_tokenizer.decode([logits.argmax().item()])
     filler = pipeline("fill-mask", model=str(tmp_path / "out"), device="cpu")
     assert filler(text, top_k=1)[0]["token_str"].strip() == expected
@@ -163,6 +167,7 @@ def test_t5_export_generates_in_transformers_as_in_lmforge(tmp_path):
     did: tokenize, generate, decode)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from lmforge.data.framing import framing_for
     from lmforge.generation.search import SamplingConfig, generate_seq2seq
 
     hf_model = _random_hf_model("t5", 4, "untied")
@@ -177,8 +182,9 @@ def test_t5_export_generates_in_transformers_as_in_lmforge(tmp_path):
     assert main(["convert", "--to-hf", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
     model, ours_tokenizer, _ = load_pretrained(tmp_path / "run")
     text = "w9 w17 w40 w33 w5"
+    source = framing_for(ours_tokenizer, model.config.family).single(ours_tokenizer.encode(text))
     ours = generate_seq2seq(
-        model, torch.tensor([ours_tokenizer.encode(text)]), decoder_start_id=0,
+        model, torch.tensor([source]), decoder_start_id=0,
         sampling=SamplingConfig(max_new_tokens=6, temperature=0.0), eos_id=1,
     )  # fmt: skip
     expected = ours_tokenizer.decode(ours[0, 1:].tolist(), skip_special_tokens=True)
