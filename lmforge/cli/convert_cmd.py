@@ -4,13 +4,16 @@
                                               tokenizer.json + special_tokens.json)
     lmforge convert --to-hf RUN_OR_CKPT OUT   lmforge run or checkpoint -> HF folder (config.json,
                                               model.safetensors, tokenizer files)
+    lmforge convert --to-hf FINETUNE_RUN OUT  a fine-tuning run -> the HF task model (classify, tag,
+                                              qa: BertForSequenceClassification, ...; seq2seq and
+                                              generative classify: the seq2seq model)
 
 Reading never runs code from the files (safetensors, or torch.load(weights_only=True) for .bin;
 no remote code). The converted run holds weights and no optimizer state: `generate` and
 `load_pretrained` use it directly, and `lmforge pretrain OUT --data.path=DATA --run.dir=RUN`
 continues pretraining from its weights (step 0, fresh optimizer). The exported tokenizer frames
-texts as the model read them in lmforge ([CLS] a [SEP], <s> a </s>, a </s>), so that
-transformers' pipelines feed the model what lmforge feeds it.
+texts as the model read them in lmforge ([CLS] a [SEP], <s> a </s>, a </s>; a fine-tuned model as
+its task), so that transformers' pipelines feed the model what lmforge feeds it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ if TYPE_CHECKING:  # the command imports its dependencies when it runs
     from lmforge.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
+
+_HF_HEADS = {"classify": "sequence", "tag": "token", "qa": "span"}
+"""Fine-tuning task -> the kind of transformers task class its model exports to (interop.hf)."""
 
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
                     "sentencepiece.bpe.model", "tokenizer.model")  # fmt: skip
@@ -118,7 +124,20 @@ def _hf_tokenizer(hf_dir: Path):
 
 
 def to_hf(path: Path, out: Path) -> None:
-    """Write the lmforge run or checkpoint `path` as a transformers folder `out`."""
+    """Write the lmforge run or checkpoint `path` as a transformers folder `out`; a fine-tuning run
+    as its task model."""
+    from lmforge.errors import LmforgeError
+    from lmforge.run_dir import read_task_info
+
+    try:
+        info = read_task_info(path)
+    except LmforgeError:  # a pretraining run or a checkpoint
+        _pretrained_to_hf(path, out)
+    else:
+        _finetuned_to_hf(path, info, out)
+
+
+def _pretrained_to_hf(path: Path, out: Path) -> None:
     from lmforge.data.framing import framing_for
     from lmforge.data.tokenizer import load_tokenizer
     from lmforge.errors import LmforgeError
@@ -142,6 +161,27 @@ def to_hf(path: Path, out: Path) -> None:
             tokenizer, cfg.family, num_segment_types=cfg.embedding.num_segment_types
         )
         _save_tokenizer(tokenizer, framing, cfg, out)
+
+
+def _finetuned_to_hf(run: Path, info: dict, out: Path) -> None:
+    """The fine-tuned model: the HF task class for a head model, the seq2seq model itself for
+    generative tasks; its tokenizer frames texts as the task does."""
+    from lmforge.interop.hf import family_for_config, save_hf_model_dir, write_hf_model_dir
+    from lmforge.interop.hf.task_models import build_hf_task_model
+    from lmforge.models.lm import LanguageModel
+    from lmforge.tasks.finetuned import load_finetuned
+
+    task, model = load_finetuned(run)
+    cfg = task.model_config
+    if isinstance(model, LanguageModel):  # the task generates: its model is the backbone
+        save_hf_model_dir(model, out)
+    else:
+        labels = info.get("labels") or ["start", "end"]  # QA scores a start and an end
+        hf_model = build_hf_task_model(
+            cfg, model.state_dict(), _HF_HEADS[info["task"]], labels, dropout=model.head.dropout.p
+        )
+        write_hf_model_dir(hf_model, family_for_config(cfg), out)
+    _save_tokenizer(task.tokenizer, task.framing, cfg, out)
 
 
 def _save_tokenizer(tokenizer: Tokenizer, framing: Framing, cfg: ModelConfig, out: Path) -> None:

@@ -23,7 +23,7 @@ FAMILIES = ["bert", "roberta", "gpt2", "bloom", "t5", "bart"]
 TEXT, SECOND = "the function returns a new list", "it raises an error"
 
 
-_RESHAPED = {
+RESHAPED = {
     "bloom": lambda cfg: {"d_ff": 4 * cfg.d_model},  # BLOOM's MLP is always 4 x d_model wide
     # transformers' T5 generate sizes its cache by num_layers: decoder depth must match.
     "t5": lambda cfg: {"num_decoder_layers": cfg.num_layers},
@@ -37,15 +37,15 @@ def export(tiny_pretrained, tmp_path):  # noqa: ANN001, ANN201
 
     def make(name: str) -> tuple[Path, Path]:
         run = tiny_pretrained(f"{name}-tiny")
-        if name in _RESHAPED:
-            run = _reshaped(run, tmp_path / name, _RESHAPED[name])
+        if name in RESHAPED:
+            run = reshaped_run(run, tmp_path / name, RESHAPED[name])
         assert main(["convert", "--to-hf", str(run), str(tmp_path / "out")]) == 0
         return run, tmp_path / "out"
 
     return make
 
 
-def _reshaped(run: Path, out: Path, fields) -> Path:  # noqa: ANN001
+def reshaped_run(run: Path, out: Path, fields) -> Path:  # noqa: ANN001
     """A copy of `run` whose model has the sizes `fields(config)` gives, newly initialised."""
     from lmforge.config.loading import to_dict
     from lmforge.models.lm import build_model

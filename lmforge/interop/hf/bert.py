@@ -13,6 +13,8 @@ exported into model.safetensors beside the MLM weights, as bert-base-uncased hol
 BertForSequenceClassification starts from our pooler (BertForMaskedLM reports it as unexpected, as
 it does for bert-base-uncased). The next-sentence head (`cls.seq_relationship.*`) is ignored on
 import: our EncoderModel has none.
+
+Fine-tuned task models export to the task classes (`TASK_HEADS`, see task_models.py).
 """
 
 from __future__ import annotations
@@ -167,6 +169,22 @@ def encoder_config_kwargs(cfg: ModelConfig) -> dict[str, Any]:
         layer_norm_eps=cfg.norm.eps,
         **token_ids_to_hf(cfg),
     )
+
+
+def encoder_task_heads(prefix: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """Task-model kind -> (transformers class, our module -> theirs) of the token-classification and
+    QA heads, the same in BERT and RoBERTa (`prefix`: "Bert", "Roberta"); the backbone maps as in
+    KEY_MAP."""
+    return {
+        "token": (f"{prefix}ForTokenClassification", {"head.proj": "classifier"}),
+        "span": (f"{prefix}ForQuestionAnswering", {"head.proj": "qa_outputs"}),
+    }
+
+
+TASK_HEADS = encoder_task_heads("Bert") | {
+    # The pooler is the backbone's, bert.pooler (KEY_MAP): dropout -> classifier on it, as ours.
+    "sequence": ("BertForSequenceClassification", {"head.proj": "classifier"}),
+}
 
 
 def hf_model_class() -> type:

@@ -78,6 +78,11 @@ TRANSFORMS = {
 
 TIED_HF_KEY = "lm_head.weight"
 IGNORED_HF_KEYS: tuple[str, ...] = ()
+TASK_HEADS = {
+    "sequence": ("BloomForSequenceClassification", {"head.proj": "score"}),  # as GPT-2's
+    "token": ("BloomForTokenClassification", {"head.proj": "classifier"}),
+}
+"""Task-model kind -> (transformers class, our module -> theirs); see task_models.py."""
 
 # What a BLOOM checkpoint can represent (dotted ModelConfig fields).
 REQUIRED = {

@@ -56,6 +56,13 @@ TRANSFORMS = {
 
 TIED_HF_KEY = "lm_head.weight"
 IGNORED_HF_KEYS = (r"transformer\.h\.\d+\.attn\.(bias|masked_bias)",)
+TASK_HEADS = {
+    # The score layer reads the last non-pad token, as our classifier the last real one; it has
+    # no bias (see task_models.py for what that means for a head with one).
+    "sequence": ("GPT2ForSequenceClassification", {"head.proj": "score"}),
+    "token": ("GPT2ForTokenClassification", {"head.proj": "classifier"}),
+}
+"""Task-model kind -> (transformers class, our module -> theirs); see task_models.py."""
 
 # HF activation names -> ours. "gelu_new" is GPT-2's tanh approximation.
 _ACTIVATIONS = {

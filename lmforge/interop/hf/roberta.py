@@ -22,6 +22,7 @@ from lmforge.interop.hf.bert import (
     encoder_config,
     encoder_config_kwargs,
     encoder_key_map,
+    encoder_task_heads,
 )
 from lmforge.interop.hf.convert import require_fields
 
@@ -42,8 +43,15 @@ KEY_MAP = encoder_key_map(
 TRANSFORMS: dict = {}
 TIED_HF_KEY = "lm_head.decoder.weight"
 HF_EXTRA_KEYS = ("roberta.pooler.dense.weight", "roberta.pooler.dense.bias")
-"""The pooler: RobertaForMaskedLM has none (see convert.py)."""
+"""The pooler: RobertaForMaskedLM has none (see convert.py), nor has any RoBERTa task class, whose
+classification head has its own dense layer (our pooler in a fine-tuned model)."""
 OPTIONAL_HF_KEYS = HF_EXTRA_KEYS
+TASK_HEADS = encoder_task_heads("Roberta") | {
+    # RobertaClassificationHead: dropout -> dense -> tanh -> dropout -> out_proj on <s>; ours:
+    # the pooler (dense + tanh on the first token) -> dropout -> proj. The same in eval mode.
+    "sequence": ("RobertaForSequenceClassification",
+                 {"backbone.pooler.dense": "classifier.dense", "head.proj": "classifier.out_proj"}),
+}  # fmt: skip
 ALIASES = {"lm_head.decoder.bias": "lm_head.bias"}
 IGNORED_HF_KEYS = (r"roberta\.embeddings\.(position_ids|token_type_ids)",)
 
