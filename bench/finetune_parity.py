@@ -36,8 +36,8 @@ GPT-2's and BLOOM's `score` has no bias (lmforge's head has one, zero at the sta
 BertForQuestionAnswering has no dropout before `qa_outputs`; RoBERTa's classification head also
 drops out before its dense layer; BART keeps `final_logits_bias` fixed (a buffer) where lmforge
 trains its `lm_head.bias`; with dropout, lmforge's BLOOM also drops out after the embeddings. The
-lmforge-only parameters are why the first-step gradient norms of these pairs differ. The pooler is
-copied like the head (RoBERTa's export keeps it outside model.safetensors). The QA loss is
+lmforge-only parameters are why the first-step gradient norms of these pairs differ. The BERT export
+keeps the pooler outside model.safetensors, so the pooler is copied like the head. The QA loss is
 lmforge's on both sides (padding masked out of the start/end softmax; transformers' own counts it).
 """
 

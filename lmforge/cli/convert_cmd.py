@@ -177,8 +177,9 @@ def _finetuned_to_hf(run: Path, info: dict, out: Path) -> None:
         save_hf_model_dir(model, out)
     else:
         labels = info.get("labels") or ["start", "end"]  # QA scores a start and an end
+        dropout = getattr(model.head.dropout, "p", None)  # None: a head without dropout
         hf_model = build_hf_task_model(
-            cfg, model.state_dict(), _HF_HEADS[info["task"]], labels, dropout=model.head.dropout.p
+            cfg, model.state_dict(), _HF_HEADS[info["task"]], labels, dropout=dropout
         )
         write_hf_model_dir(hf_model, family_for_config(cfg), out)
     _save_tokenizer(task.tokenizer, task.framing, cfg, out)

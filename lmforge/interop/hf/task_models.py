@@ -47,11 +47,13 @@ def _task_class(family: ModuleType, kind: str) -> tuple[type, dict[str, str]]:
     return getattr(transformers, class_name), modules
 
 
-def _hf_config(family: ModuleType, cfg: ModelConfig, labels: Sequence[str], dropout: float):
+def _hf_config(
+    family: ModuleType, cfg: ModelConfig, labels: Sequence[str], dropout: float | None
+) -> object:
     hf_config = family.config_to_hf(cfg)
     hf_config.id2label = dict(enumerate(labels))
     hf_config.label2id = {label: i for i, label in enumerate(labels)}
-    if hasattr(hf_config, "classifier_dropout"):
+    if dropout is not None and hasattr(hf_config, "classifier_dropout"):
         hf_config.classifier_dropout = dropout
     return hf_config
 
@@ -83,12 +85,12 @@ def build_hf_task_model(
     kind: str,
     labels: Sequence[str],
     *,
-    dropout: float,
+    dropout: float | None,
 ) -> torch.nn.Module:
     """The transformers task model (eval mode) holding our task model's `state_dict`.
 
     cfg: the backbone's config; kind: "sequence", "token" or "span"; labels: the label of each
-    output (QA: start, end); dropout: the head's dropout rate.
+    output (QA: start, end); dropout: the head's dropout rate (None: it has none).
     """
     family = family_for_config(cfg)
     task_class, modules = _task_class(family, kind)
