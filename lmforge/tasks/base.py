@@ -70,6 +70,13 @@ class Task:
         """Examples of a file for `lmforge predict`: the same formats, labels optional."""
         return self.read(path)
 
+    def inputs_from_texts(self, texts: list[str]) -> list[Any]:
+        """Examples to predict from plain texts (the Python API's `predict`)."""
+        raise LmforgeError(
+            f"{self.name} reads its inputs from a file; pass a pathlib.Path to one in the format "
+            "of `lmforge predict --input`"
+        )
+
     def split_validation(self, examples: list[Any], fraction: float) -> tuple[list, list]:
         """(train, validation): the last `fraction` of the examples (tasks with groups, such as
         SQuAD articles, override this to keep groups whole)."""

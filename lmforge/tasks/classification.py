@@ -102,6 +102,9 @@ class ClassificationTask(Task):
             path, text_fields=self.text_fields, label_field=self._label(), labelled=False
         )
 
+    def inputs_from_texts(self, texts: list[str]) -> list[ClassificationExample]:
+        return [ClassificationExample((text,), None) for text in texts]
+
     def _label(self) -> str:
         return self.options.label_field
 

@@ -109,6 +109,10 @@ class TaggingTask(Task):
             raise LmforgeError(f"{path} holds no sentences to tag")
         return [TaggingExample(s.words, [], None) for s in sentences]
 
+    def inputs_from_texts(self, texts: list[str]) -> list[TaggingExample]:
+        """Each text is a sentence of words separated by spaces, as in a plain-text input file."""
+        return [TaggingExample(text.split(), [], None) for text in texts]
+
     def _examples(self, sentences: list[TaggedSentence], path: str) -> list[TaggingExample]:
         scheme = self.options.scheme
         if scheme == "auto":
