@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cache", action="store_true", help="recompute every step (slow)")
-    beams = parser.add_argument_group("beam search (encoder-decoder models)")
+    beams = parser.add_argument_group("beam search")
     beams.add_argument("--num-beams", type=int, default=1, help="1 = greedy/sampling")
     beams.add_argument("--length-penalty", type=float, default=1.0)
     beams.add_argument("--no-repeat-ngram-size", type=int, default=0, help="0 = off")
@@ -37,7 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.generation.search import SamplingConfig, generate, left_pad
+    from lmforge.generation.search import (
+        BeamConfig,
+        SamplingConfig,
+        beam_search,
+        generate,
+        left_pad,
+    )
     from lmforge.models.lm import DecoderModel, EncoderDecoderModel
     from lmforge.models.pretrained import load_pretrained
 
@@ -57,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
             f"generate needs a decoder or encoder-decoder model; {args.checkpoint} is an "
             f"{model.config.family} model (try `lmforge fill-mask`)"
         )
-    if args.num_beams != 1:
-        raise LmforgeError("--num-beams is available for encoder-decoder models only")
     prompt = tokenizer.encode(args.prompt)
     if not prompt:
         # An empty prompt starts a new document: the separator is what precedes every document.
@@ -66,15 +70,32 @@ def run(args: argparse.Namespace) -> int:
     input_ids, attention_mask = left_pad([prompt] * args.num_samples, tokenizer.pad_id or 0)
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
-    output = generate(
-        model,
-        input_ids,
-        attention_mask=attention_mask,
-        sampling=sampling,
-        eos_id=tokenizer.eos_id,
-        use_cache=not args.no_cache,
-        generator=generator,
-    )
+    if args.num_beams > 1:
+        output = beam_search(
+            model,
+            input_ids,
+            attention_mask=attention_mask,
+            beam=BeamConfig(
+                num_beams=args.num_beams,
+                max_new_tokens=args.max_new_tokens,
+                length_penalty=args.length_penalty,
+                early_stopping=args.early_stopping,
+                no_repeat_ngram_size=args.no_repeat_ngram_size,
+            ),
+            eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id,
+            use_cache=not args.no_cache,
+        )
+    else:
+        output = generate(
+            model,
+            input_ids,
+            attention_mask=attention_mask,
+            sampling=sampling,
+            eos_id=tokenizer.eos_id,
+            use_cache=not args.no_cache,
+            generator=generator,
+        )
     seconds = time.perf_counter() - start
     new_tokens = 0
     for row in output:
