@@ -29,8 +29,7 @@ from lmforge.config.schema import RunConfig
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.distributed.setup import choose_device, cleanup
 from lmforge.errors import LmforgeError
-from lmforge.generation.search import BeamConfig, SamplingConfig
-from lmforge.generation.text import generate_text
+from lmforge.generation.text import decoding_configs, generate_text
 from lmforge.models.lm import LanguageModel
 from lmforge.models.pretrained import load_pretrained
 from lmforge.run_dir import load_pretraining_config
@@ -84,22 +83,20 @@ class Pretrained:
         """Texts generated from each prompt, num_samples per prompt in prompt order, as
         `lmforge generate` prints them: a decoder's prompt followed by its continuation, an
         encoder-decoder's output text. temperature 0: greedy; top_k 0 and top_p 1: off;
-        num_beams > 1: beam search (encoder-decoder models)."""
+        num_beams > 1: beam search."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if num_samples < 1:
             raise LmforgeError("--num-samples must be at least 1")
-        sampling = SamplingConfig(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
+        sampling, beam = decoding_configs(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            early_stopping=early_stopping,
         )
-        beam = None
-        if num_beams != 1:
-            beam = BeamConfig(
-                num_beams=num_beams,
-                max_new_tokens=max_new_tokens,
-                length_penalty=length_penalty,
-                early_stopping=early_stopping,
-                no_repeat_ngram_size=no_repeat_ngram_size,
-            )
         rows = [prompt for prompt in prompts for _ in range(num_samples)]
         result = generate_text(
             self.model,

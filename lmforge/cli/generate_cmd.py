@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cache", action="store_true", help="recompute every step (slow)")
-    beams = parser.add_argument_group("beam search (encoder-decoder models)")
+    beams = parser.add_argument_group("beam search")
     beams.add_argument("--num-beams", type=int, default=1, help="1 = greedy/sampling")
     beams.add_argument("--length-penalty", type=float, default=1.0)
     beams.add_argument("--no-repeat-ngram-size", type=int, default=0, help="0 = off")
@@ -34,28 +34,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.generation.search import BeamConfig, SamplingConfig
-    from lmforge.generation.text import generate_text
+    from lmforge.generation.text import decoding_configs, generate_text
     from lmforge.models.pretrained import load_pretrained
 
-    sampling = SamplingConfig(
+    if args.num_samples < 1:
+        raise LmforgeError("--num-samples must be at least 1")
+    sampling, beam = decoding_configs(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        early_stopping=args.early_stopping,
     )
-    if args.num_samples < 1:
-        raise LmforgeError("--num-samples must be at least 1")
     model, tokenizer, _ = load_pretrained(args.checkpoint)
-    beam = None
-    if args.num_beams != 1:
-        beam = BeamConfig(
-            num_beams=args.num_beams,
-            max_new_tokens=args.max_new_tokens,
-            length_penalty=args.length_penalty,
-            early_stopping=args.early_stopping,
-            no_repeat_ngram_size=args.no_repeat_ngram_size,
-        )
     result = generate_text(
         model,
         tokenizer,

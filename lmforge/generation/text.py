@@ -18,6 +18,7 @@ from lmforge.errors import LmforgeError
 from lmforge.generation.search import (
     BeamConfig,
     SamplingConfig,
+    beam_search,
     beam_search_seq2seq,
     cut_at_eos,
     decoder_start_id,
@@ -39,6 +40,34 @@ class GeneratedText:
     """Time spent decoding (tokenizing and detokenizing excluded)."""
 
 
+def decoding_configs(
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    early_stopping: bool = False,
+) -> tuple[SamplingConfig, BeamConfig | None]:
+    """The search settings of `lmforge generate`'s flags (and the API's keywords of the same
+    names): sampling/greedy settings, and beam settings when num_beams is not 1."""
+    sampling = SamplingConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
+    )
+    if num_beams == 1:
+        return sampling, None
+    beam = BeamConfig(
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+    )
+    return sampling, beam
+
+
 def generate_text(
     model: LanguageModel,
     tokenizer: Tokenizer,
@@ -52,8 +81,8 @@ def generate_text(
 ) -> GeneratedText:
     """Generate from each of `prompts` (one row each; repeat a prompt for several samples).
 
-    beam: beam search instead of greedy decoding or sampling when num_beams > 1 (encoder-decoder
-    models). name: what error messages call the model (its path)."""
+    beam: beam search instead of greedy decoding or sampling when num_beams > 1.
+    name: what error messages call the model (its path)."""
     if isinstance(model, EncoderDecoderModel):
         return _transduce(model, tokenizer, prompts, sampling, beam, seed, use_cache)
     if not isinstance(model, DecoderModel):
@@ -61,9 +90,7 @@ def generate_text(
             f"generate needs a decoder or encoder-decoder model; {name} is an "
             f"{model.config.family} model (try `lmforge fill-mask`)"
         )
-    if beam is not None and beam.num_beams != 1:
-        raise LmforgeError("--num-beams is available for encoder-decoder models only")
-    return _continue(model, tokenizer, prompts, sampling, seed, use_cache)
+    return _continue(model, tokenizer, prompts, sampling, beam, seed, use_cache)
 
 
 def _continue(
@@ -71,6 +98,7 @@ def _continue(
     tokenizer: Tokenizer,
     prompts: list[str],
     sampling: SamplingConfig,
+    beam: BeamConfig | None,
     seed: int,
     use_cache: bool,
 ) -> GeneratedText:
@@ -78,15 +106,26 @@ def _continue(
     encoded = [tokenizer.encode(prompt) or [tokenizer.separator_id] for prompt in prompts]
     input_ids, attention_mask = left_pad(encoded, tokenizer.pad_id or 0)
     start = time.perf_counter()
-    output = generate(
-        model,
-        input_ids,
-        attention_mask=attention_mask,
-        sampling=sampling,
-        eos_id=tokenizer.eos_id,
-        use_cache=use_cache,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    if beam is not None and beam.num_beams > 1:
+        output = beam_search(
+            model,
+            input_ids,
+            attention_mask=attention_mask,
+            beam=beam,
+            eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id,
+            use_cache=use_cache,
+        )
+    else:
+        output = generate(
+            model,
+            input_ids,
+            attention_mask=attention_mask,
+            sampling=sampling,
+            eos_id=tokenizer.eos_id,
+            use_cache=use_cache,
+            generator=torch.Generator().manual_seed(seed),
+        )
     seconds = time.perf_counter() - start
     continuations = [
         cut_at_eos(row[input_ids.shape[1] :].tolist(), tokenizer.eos_id) for row in output

@@ -67,7 +67,8 @@ class TaggingModel(nn.Module):
     def __init__(self, backbone: LanguageModel, num_labels: int, dropout: float) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = TaskHead(backbone.config.d_model, num_labels, dropout)
+        # dropout -> classifier, as every ...ForTokenClassification of transformers.
+        self.head = TaskHead(backbone.config.d_model, num_labels, dropout=dropout)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask (1 = token): (B, T) -> logits (B, T, C)."""
