@@ -31,14 +31,11 @@ on stdout and JSON (`--json`, default OUT/parity.json); finished (pair, seed) ru
 and reused, so an interrupted benchmark resumes. `--smoke`: width-32 models, the first lines of
 every dataset (OUT/data-sample), 16 training examples, 3 steps, no dropout but the heads' own.
 
-Where transformers' classes differ in structure they are used as they are (per-pair notes):
-GPT-2's and BLOOM's `score` has no bias (lmforge's head has one, zero at the start) and no dropout;
-BertForQuestionAnswering has no dropout before `qa_outputs`; RoBERTa's classification head also
-drops out before its dense layer; BART keeps `final_logits_bias` fixed (a buffer) where lmforge
-trains its `lm_head.bias`; with dropout, lmforge's BLOOM also drops out after the embeddings. The
-lmforge-only parameters are why the first-step gradient norms of these pairs differ. The BERT export
-keeps the pooler outside model.safetensors, so the pooler is copied like the head. The QA loss is
-lmforge's on both sides (padding masked out of the start/end softmax; transformers' own counts it).
+lmforge's task heads and dropout sites have the structure of the transformers classes (`MODELS`
+maps each head module to its transformers module), so the first-step gradient norms agree too
+(`--smoke` asserts both, the norms within 1e-4 relative). The BERT export keeps the pooler outside
+model.safetensors, so the pooler is copied like the head. The QA loss is lmforge's on both sides
+(padding masked out of the start/end softmax; transformers' own counts it).
 """
 
 from __future__ import annotations
@@ -60,7 +57,8 @@ from lmforge.cli.main import main as lmforge_cli
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SQUAD = "squad_v1.1/dev-v1.1.json"
 TOLERANCE = 1e-4
-"""Largest first-step loss difference `--smoke` accepts (fp32)."""
+"""Largest first-step loss difference, and relative gradient-norm difference, `--smoke` accepts
+(fp32)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,7 +288,7 @@ def run_pair(pair: str, seed: int, init: tuple[Path, Path], args: argparse.Names
     first = theirs.pop("first_step") | {"logged_loss": ours.pop("logged_first_loss")}
     metric, tokens = zero.task.metric, theirs.pop("tokens")
     result = {"pair": pair, "seed": seed, "metric": metric, "train_tokens": tokens,
-              "first_step": first, "notes": theirs.pop("notes")}  # fmt: skip
+              "first_step": first}  # fmt: skip
     for side, values in (("lmforge", ours), ("transformers", theirs)):
         result[side] = values | {"score": values["validation"][metric]}
     folder.mkdir(parents=True, exist_ok=True)
@@ -344,13 +342,19 @@ def print_table(rows: list[dict]) -> None:
 
 
 def first_step_failures(results: list[dict]) -> list[str]:
-    """Pairs whose first-step losses disagree, or whose rebuilt lmforge state does not replay
-    the CLI run's step 1 (then the head and batches given to transformers are not the run's)."""
+    """Pairs whose first-step losses or gradient norms disagree, or whose rebuilt lmforge state
+    does not replay the CLI run's step 1 (then the head and batches given to transformers are not
+    the run's)."""
     failures = []
     for result in results:
         first, name = result["first_step"], f"{result['pair']} (seed {result['seed']})"
         if not abs(first["loss_difference"]) < TOLERANCE:
             failures.append(f"{name}: first-step losses differ by {first['loss_difference']:.2e}")
+        if not abs(first["grad_norm_difference"]) < TOLERANCE:
+            failures.append(
+                f"{name}: first-step gradient norms differ by "
+                f"{first['grad_norm_difference']:.2e} (relative)"
+            )
         if not abs(first["replayed_loss"] - first["logged_loss"]) <= 1e-6:
             failures.append(
                 f"{name}: the rebuilt state gives step-1 loss "

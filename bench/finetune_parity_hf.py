@@ -151,10 +151,10 @@ def load_transformers(kind: str, export: Path, zero: StepZero) -> TransformersTa
     transformers.utils.logging.disable_progress_bar()
     config = transformers.AutoConfig.from_pretrained(str(export))
     cfg = zero.task.model_config
-    head = getattr(getattr(zero.model, "head", None), "dropout", None)
+    head = getattr(getattr(zero.model, "head", None), "dropout", None)  # nn.Identity: none
     drop, attention, embedding = cfg.dropout, cfg.attention.dropout, cfg.embedding.dropout
     encoder = {"hidden_dropout_prob": drop, "attention_probs_dropout_prob": attention,
-               "classifier_dropout": head.p if head is not None else drop}  # fmt: skip
+               "classifier_dropout": getattr(head, "p", drop)}  # fmt: skip
     rates = {"bert": encoder, "roberta": encoder,
              "gpt2": {"resid_pdrop": drop, "embd_pdrop": embedding, "attn_pdrop": attention},
              "bloom": {"hidden_dropout": drop, "attention_dropout": attention},
@@ -171,17 +171,16 @@ def load_transformers(kind: str, export: Path, zero: StepZero) -> TransformersTa
 
 
 @torch.no_grad()
-def copy_head(ours: nn.Module, theirs: nn.Module, modules: dict[str, str]) -> list[str]:
-    """Give transformers' head lmforge's initial head weights; a note per structural difference."""
-    notes = []
+def copy_head(ours: nn.Module, theirs: nn.Module, modules: dict[str, str]) -> None:
+    """Give transformers' head lmforge's initial head weights; the heads have the same structure
+    (models/heads.py, tasks/), so a bias on one side only is an error."""
     for source, target in modules.items():
         a, b = ours.get_submodule(source), theirs.get_submodule(target)
+        if (a.bias is None) != (b.bias is None):
+            raise AssertionError(f"lmforge's {source} and transformers' {target} differ in bias")
         b.weight.copy_(a.weight)
         if b.bias is not None:
             b.bias.copy_(a.bias)
-        elif a.bias is not None:
-            notes.append(f"transformers' {target} has no bias; lmforge's {source} has one")
-    return notes
 
 
 def first_step(zero: StepZero, model: TransformersTaskModel, batch: dict) -> dict[str, Any]:
@@ -199,6 +198,8 @@ def first_step(zero: StepZero, model: TransformersTaskModel, batch: dict) -> dic
         result[side] = {"loss": loss.item(), "grad_norm": norm}
         module.zero_grad(set_to_none=True)
     result["loss_difference"] = result["lmforge"]["loss"] - result["transformers"]["loss"]
+    norms = result["lmforge"]["grad_norm"], result["transformers"]["grad_norm"]
+    result["grad_norm_difference"] = (norms[0] - norms[1]) / max(norms[1], 1e-12)  # relative
     torch.set_rng_state(zero.rng_state)
     result["replayed_loss"] = zero.task.loss(zero.model.train(), batch).item()
     return result
@@ -218,7 +219,7 @@ def transformers_side(
     """Fine-tune the export with lmforge's batches, order, optimizer, schedule and steps; `head`
     maps lmforge's head modules to the transformers modules that get their initial weights."""
     model = load_transformers(kind, export, zero)
-    notes = copy_head(zero.model, model.hf, head)
+    copy_head(zero.model, model.hf, head)
     train, task = zero.config.train, zero.task
     steps_per_epoch = max(1, math.ceil(len(zero.features) / train.batch_size))
     max_steps = train.max_steps or math.ceil(train.epochs * steps_per_epoch)
@@ -248,8 +249,7 @@ def transformers_side(
         if step % eval_every == 0 or step == max_steps:
             evaluations.append(evaluate(kind, model.eval(), zero))
     best = max(evaluations, key=lambda metrics: metrics[task.metric])
-    return {"validation": best, "seconds": seconds, "tokens": tokens, "first_step": first,
-            "notes": notes}  # fmt: skip
+    return {"validation": best, "seconds": seconds, "tokens": tokens, "first_step": first}
 
 
 def evaluate(kind: str, model: TransformersTaskModel, zero: StepZero) -> dict[str, float]:

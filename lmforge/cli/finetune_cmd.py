@@ -64,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import sys
 
+    from lmforge.api import load_finetuned
     from lmforge.run_dir import write_jsonl
-    from lmforge.tasks.finetuned import load_finetuned
 
-    task, model = load_finetuned(args.run_dir)
-    examples = task.read_inputs(args.input)
-    rows = task.predict(model, examples, args.batch_size)
+    rows = load_finetuned(args.run_dir, device="cpu").predict(
+        Path(args.input), batch_size=args.batch_size
+    )
     if args.output == "-":
         sys.stdout.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     else:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from lmforge.config.loading import parse_overrides, user_keys
-from lmforge.run_dir import load_pretraining_config
-
-logger = logging.getLogger(__name__)
+from lmforge.config.loading import parse_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,20 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge.distributed.setup import cleanup
-    from lmforge.training.plot import plot_run
-    from lmforge.training.run import prepare_trainer
+    from lmforge.api import pretrain
 
-    overrides = parse_overrides(args.overrides)
-    config = load_pretraining_config(args.config, overrides)
-    trainer = prepare_trainer(config, explicit_keys=user_keys(args.config, overrides))
-    try:
-        final = trainer.fit()
-        if trainer.context.is_main:
-            summarize(Path(trainer.config.run.dir), final)
-            plot_run(trainer.config.run.dir)
-    finally:
-        cleanup()
+    result = pretrain(args.config, parse_overrides(args.overrides))
+    if result.is_main:
+        summarize(result.run_dir, result.metrics)
     return 0
 
 

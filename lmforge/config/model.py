@@ -7,7 +7,7 @@ can be checked anywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 from lmforge.errors import LmforgeError
@@ -20,6 +20,11 @@ def _require(condition: bool, message: str) -> None:
         raise LmforgeError(message)
 
 
+def _require_rate(rate: float | None, name: str) -> None:
+    """A dropout rate is in [0, 1); None (a site the model type does not have) is allowed."""
+    _require(rate is None or 0 <= rate < 1, f"{name} must be in [0, 1), got {rate}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class NormConfig:
     kind: Literal["layernorm", "rmsnorm"] = "layernorm"
@@ -29,10 +34,18 @@ class NormConfig:
     eps: float = 1e-5
     bias: bool = True
     """Whether the norm has an additive bias (T5's RMSNorm has none)."""
+    final_dropout: float | None = None
+    """Dropout after the final norm of each stack (pre placement only), during training only: T5
+    (its dropout_rate); None: no dropout there (GPT-2, BLOOM)."""
 
     def __post_init__(self) -> None:
         _require(not (self.kind == "rmsnorm" and self.bias), "norm.bias must be false for rmsnorm")
         _require(self.eps > 0, f"norm.eps must be > 0, got {self.eps}")
+        _require_rate(self.final_dropout, "norm.final_dropout")
+        _require(
+            self.final_dropout is None or self.placement == "pre",
+            "norm.final_dropout needs norm.placement=pre (only pre-norm stacks end in a norm)",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +74,13 @@ class MLPConfig:
     gated: bool = False
     """Gated feed-forward, act(x W_gate) * (x W_up) (T5 v1.1)."""
     bias: bool = True
+    dropout: float | None = None
+    """Dropout on the activation (the gated product), before the down projection, during training
+    only: T5 (its dropout_rate); None: no dropout there (BERT, RoBERTa, GPT-2, BLOOM, and BART,
+    whose activation_dropout is 0 in every released config)."""
+
+    def __post_init__(self) -> None:
+        _require_rate(self.dropout, "mlp.dropout")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,11 +107,13 @@ class EmbeddingConfig:
     """A norm right after the embeddings (BERT, RoBERTa, BLOOM, BART)."""
     scale: Literal["none", "sqrt_d_model"] = "none"
     """Multiply token embeddings by sqrt(d_model) before adding positions."""
-    dropout: float = 0.0
+    dropout: float | None = 0.0
+    """Dropout on the embedding output (after the norm, if any), during training only; None: no
+    dropout there (BLOOM)."""
 
     def __post_init__(self) -> None:
         _require(self.num_segment_types >= 0, "embedding.num_segment_types must be >= 0")
-        _require(0 <= self.dropout < 1, f"embedding.dropout must be in [0, 1), got {self.dropout}")
+        _require_rate(self.dropout, "embedding.dropout")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,10 +121,20 @@ class HeadConfig:
     kind: Literal["linear", "transform"] = "linear"
     """linear: project onto the vocabulary; transform: dense + activation + norm first (BERT MLM
     head)."""
-    bias: bool = False
-    """An output bias over the vocabulary (BERT's decoder bias, BART's final_logits_bias)."""
+    bias: Literal["none", "trained", "fixed"] | bool = "none"
+    """An output bias over the vocabulary: none; trained (BERT's decoder bias, a parameter); fixed
+    (BART's final_logits_bias, a buffer: zeros, or what a checkpoint holds). true/false, the
+    spelling of runs made before the three kinds, read as trained/none."""
     logit_scale: Literal["none", "inverse_sqrt_d_model"] = "none"
     """Scale hidden states by d_model^-1/2 before a tied projection (T5 v1.0)."""
+    pooler_dropout: Literal["after", "around"] = "after"
+    """Sequence classification on the pooled first token drops out after the pooler (BERT's
+    BertForSequenceClassification) or before and after it (RoBERTa's RobertaClassificationHead:
+    dropout, dense, tanh, dropout, out_proj)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bias, bool):  # frozen: the legacy spelling is normalised in place
+            object.__setattr__(self, "bias", "trained" if self.bias else "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,3 +241,21 @@ class ModelConfig:
         if self.position.kind in ("learned", "sinusoidal"):
             return self.position.max_positions
         return None
+
+
+def with_dropout(cfg: ModelConfig, rate: float) -> ModelConfig:
+    """`cfg` with every dropout site it has at `rate`: residuals, attention probabilities, and the
+    embedding output, MLP activation and final norm where the model type drops there (a site that
+    is None stays absent, as in the reference model: BLOOM's embeddings, GPT-2's MLP)."""
+
+    def site(current: float | None) -> float | None:
+        return None if current is None else rate
+
+    return replace(
+        cfg,
+        dropout=rate,
+        attention=replace(cfg.attention, dropout=rate),
+        embedding=replace(cfg.embedding, dropout=site(cfg.embedding.dropout)),
+        mlp=replace(cfg.mlp, dropout=site(cfg.mlp.dropout)),
+        norm=replace(cfg.norm, final_dropout=site(cfg.norm.final_dropout)),
+    )

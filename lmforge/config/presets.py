@@ -42,7 +42,7 @@ _BLOOM = dict(
     position=PositionConfig(kind="alibi"),
     mlp=MLPConfig(activation="gelu_tanh"),
     attention=AttentionConfig(score_scale="inverse_sqrt"),
-    embedding=EmbeddingConfig(norm=True),
+    embedding=EmbeddingConfig(norm=True, dropout=None),  # BloomModel has no embedding dropout
     tie_word_embeddings=True,
 )
 
@@ -57,30 +57,33 @@ _BERT = dict(
     mlp=MLPConfig(activation="gelu"),
     attention=AttentionConfig(score_scale="inverse_sqrt"),
     embedding=EmbeddingConfig(num_segment_types=2, norm=True),
-    head=HeadConfig(kind="transform", bias=True),
+    head=HeadConfig(kind="transform", bias="trained"),
     tie_word_embeddings=True,
 )
 
 # RoBERTa (Liu et al. 2019; FacebookAI/roberta-base config.json: layer_norm_eps 1e-5,
 # max_position_embeddings 514, type_vocab_size 1, pad_token_id 1, vocab_size 50265): BERT's blocks
 # with one token type and fairseq's position offset: positions count from padding index + 1 = 2,
-# so the 514-row table serves 512 tokens.
+# so the 514-row table serves 512 tokens. Its classification head drops out before the dense layer
+# too (RobertaClassificationHead).
 _ROBERTA = dict(
     _BERT,
     norm=NormConfig(kind="layernorm", placement="post", eps=1e-5),
     embedding=EmbeddingConfig(num_segment_types=1, norm=True),
+    head=HeadConfig(kind="transform", bias="trained", pooler_dropout="around"),
 )
 
 # T5 v1.1 (Raffel et al. 2020; google/t5-v1_1-small config.json, and interop/hf/t5.py
 # config_from_hf): RMSNorm eps 1e-6 without bias, pre-norm with a final norm, relative position
 # bias (32 buckets, max distance 128) shared by the layers of each stack, gated GELU (tanh form,
 # "gated-gelu"), no biases anywhere, unscaled attention scores, untied head. Unscaled scores need
-# T5's initialisation (init="t5", see LanguageModel.init_weights).
+# T5's initialisation (init="t5", see LanguageModel.init_weights). Dropout sites as T5Stack's: also
+# inside the feed-forward before `wo` and after each stack's final norm.
 _T5 = dict(
     family="encoder_decoder",
-    norm=NormConfig(kind="rmsnorm", placement="pre", eps=1e-6, bias=False),
+    norm=NormConfig(kind="rmsnorm", placement="pre", eps=1e-6, bias=False, final_dropout=0.0),
     position=PositionConfig(kind="relative_bias", num_buckets=32, max_distance=128),
-    mlp=MLPConfig(activation="gelu_tanh", gated=True, bias=False),
+    mlp=MLPConfig(activation="gelu_tanh", gated=True, bias=False, dropout=0.0),
     attention=AttentionConfig(score_scale="none", bias=False),
     embedding=EmbeddingConfig(),
     head=HeadConfig(),
@@ -91,14 +94,15 @@ _T5 = dict(
 # BART (Lewis et al. 2020; facebook/bart-base config.json, and interop/hf/bart.py config_from_hf):
 # post-norm LayerNorm eps 1e-5, learned positions with fairseq's offset 2, a LayerNorm after the
 # embeddings, exact GELU, biases everywhere, one embedding matrix for encoder, decoder and head,
-# plus the head bias (final_logits_bias). Dropout 0.1 in the release; 0 here, as for GPT-2.
+# plus the head bias (final_logits_bias: a fixed buffer, as in transformers). Dropout 0.1 in the
+# release; 0 here, as for GPT-2.
 _BART = dict(
     family="encoder_decoder",
     norm=NormConfig(kind="layernorm", placement="post", eps=1e-5),
     mlp=MLPConfig(activation="gelu"),
     attention=AttentionConfig(score_scale="inverse_sqrt"),
     embedding=EmbeddingConfig(norm=True),
-    head=HeadConfig(bias=True),
+    head=HeadConfig(bias="fixed"),
     tie_word_embeddings=True,
 )
 

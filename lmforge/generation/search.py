@@ -1,16 +1,19 @@
-"""Autoregressive decoding for decoder-only models: greedy and sampling (temperature, top-k, top-p).
+"""Autoregressive decoding: greedy and sampling (temperature, top-k, top-p), and beam search with
+one implementation for decoder-only and encoder-decoder models (`beam_search`,
+`beam_search_seq2seq`).
 
 Prompts of different lengths are left-padded so that every row's next token sits in the last column;
 position ids count only real tokens (as in HF transformers), so a padded row sees the same positions
 as the same prompt alone. With `use_cache` the prompt is run once and each step feeds one token
 through the KV cache; without it every step recomputes the whole sequence (the reference the
-cache is
-tested against).
+cache is tested against).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -99,13 +102,7 @@ def generate(
     ids = input_ids.to(device)
     mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(device)
     total = T + sampling.max_new_tokens
-    limit = model.config.max_seq_len
-    if limit is not None and total > limit:
-        raise LmforgeError(
-            f"the prompt ({T} tokens) plus --max-new-tokens ({sampling.max_new_tokens}) "
-            "exceeds the "
-            f"model's {limit} positions; lower --max-new-tokens or shorten the prompt"
-        )
+    _check_length(model.config, T, sampling.max_new_tokens)
     was_training = model.training
     model.eval()
     cache = model.new_cache(B, total) if use_cache else None
@@ -259,23 +256,114 @@ def beam_search_seq2seq(
     pad_id: int,
     use_cache: bool = True,
 ) -> torch.Tensor:
-    """Beam search (transformers' vectorised `_beam_search`, same scores and stopping rules): each
-    step extends every running beam by every token, keeps the 2 * num_beams best continuations,
-    moves those ending in EOS (among the best num_beams) to the finished set and continues the best
-    num_beams others; the cache rows follow their beams (`KVCache.reorder`). Returns the best
-    hypothesis per input, (B, 1 + N) decoder ids from the start token, padded with `pad_id`."""
+    """Beam search over the decoder of an encoder-decoder model (`_beam_search`): encode (B, S)
+    inputs once; returns the best hypothesis per input, (B, 1 + N) decoder ids from the start
+    token, padded with `pad_id`."""
     device = model.token_embed.weight.device
     K, B = beam.num_beams, input_ids.shape[0]
-    keep = 2 * K
     was_training = model.training
     model.eval()
     flat_ids = input_ids.to(device).repeat_interleave(K, dim=0)
     mask = None if attention_mask is None else attention_mask.to(device).repeat_interleave(K, 0)
     memory = model.hidden_states(flat_ids, attention_mask=mask)
-    max_len = 1 + beam.max_new_tokens
-    cache = model.new_cache(B * K, max_len) if use_cache else None
+    cache = model.new_cache(B * K, 1 + beam.max_new_tokens) if use_cache else None
+    start = torch.full((B, 1), decoder_start_id, dtype=torch.long, device=device)
+    output = _beam_search(
+        lambda ids: _decoder_log_probs(model, ids, memory, mask, cache),
+        start,
+        beam=beam,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        cache=cache,
+    )
+    model.train(was_training)
+    return output
+
+
+@torch.no_grad()
+def beam_search(
+    model: DecoderModel,
+    input_ids: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    beam: BeamConfig,
+    eos_id: int,
+    pad_id: int,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Beam search continuing (B, T) left-padded prompts of a decoder-only model (`_beam_search`,
+    as transformers' `generate(num_beams=...)`); returns the best hypothesis per prompt,
+    (B, T + N), the prompt first, padded with `pad_id`."""
+    device = model.token_embed.weight.device
+    K, (B, T) = beam.num_beams, input_ids.shape
+    _check_length(model.config, T, beam.max_new_tokens)
+    was_training = model.training
+    model.eval()
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    flat_mask = mask.to(device).repeat_interleave(K, dim=0)
+    cache = model.new_cache(B * K, T + beam.max_new_tokens) if use_cache else None
+    output = _beam_search(
+        partial(_prompt_log_probs, model, flat_mask, cache),
+        input_ids.to(device),
+        beam=beam,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        cache=cache,
+    )
+    model.train(was_training)
+    return output
+
+
+def _check_length(config: ModelConfig, prompt_len: int, max_new_tokens: int) -> None:
+    """Refuse a prompt and continuation longer than the model's positions."""
+    limit = config.max_seq_len
+    if limit is not None and prompt_len + max_new_tokens > limit:
+        raise LmforgeError(
+            f"the prompt ({prompt_len} tokens) plus --max-new-tokens ({max_new_tokens}) exceeds "
+            f"the model's {limit} positions; lower --max-new-tokens or shorten the prompt"
+        )
+
+
+def _prompt_log_probs(
+    model: DecoderModel, prompt_mask: torch.Tensor, cache: KVCache | None, ids: torch.Tensor
+) -> torch.Tensor:
+    """Log-probabilities (N, V) of the token after (N, L) ids that continue left-padded prompts
+    with mask `prompt_mask` (N, P): positions count real tokens only (as `generate`); with a cache
+    the prompt is fed once and then only the last token."""
+    generated = ids.shape[1] - prompt_mask.shape[1]
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(ids.shape[0], generated)], dim=1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    if cache is not None and cache.length > 0:
+        ids, positions = ids[:, -1:], positions[:, -1:]
+    is_padded = not bool(prompt_mask.all())  # without padding the unmasked attention path applies
+    output = model(
+        ids, attention_mask=mask if is_padded else None, position_ids=positions, cache=cache
+    )
+    return output.logits[:, -1].float().log_softmax(dim=-1)
+
+
+def _beam_search(
+    next_log_probs: Callable[[torch.Tensor], torch.Tensor],
+    prompt: torch.Tensor,
+    *,
+    beam: BeamConfig,
+    eos_id: int,
+    pad_id: int,
+    cache: KVCache | None,
+) -> torch.Tensor:
+    """Beam search (transformers' vectorised `_beam_search`, same scores and stopping rules) after
+    (B, P) `prompt` ids (the decoder start token, or a decoder-only prompt): each step extends every
+    running beam by every token (`next_log_probs`: (B * K, L) ids -> (B * K, V)), keeps the
+    2 * num_beams best continuations, moves those ending in EOS (among the best num_beams) to the
+    finished set and continues the best num_beams others; the cache rows follow their beams
+    (`KVCache.reorder`). Scores are normalised by the generated length (the prompt excluded, as
+    transformers' `decoder_prompt_len`). Returns (B, P + N), padded with `pad_id`."""
+    device = prompt.device
+    K, (B, P) = beam.num_beams, prompt.shape
+    keep = 2 * K
+    max_len = P + beam.max_new_tokens
     running = torch.full((B, K, max_len), pad_id, dtype=torch.long, device=device)
-    running[:, :, 0] = decoder_start_id
+    running[:, :, :P] = prompt[:, None]
     finished_ids = running.clone()
     running_scores = torch.zeros(B, K, device=device)
     running_scores[:, 1:] = -1e9  # all beams start equal: only the first one may expand
@@ -284,10 +372,9 @@ def beam_search_seq2seq(
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
     top_k_mask = torch.arange(keep, device=device) < K
     finished_lengths = torch.zeros(B, K, dtype=torch.long, device=device)
-    for cur_len in range(1, max_len):
+    for cur_len in range(P, max_len):
         flat = running[:, :, :cur_len].reshape(B * K, cur_len)
-        log_probs = _decoder_log_probs(model, flat, memory, mask, cache)
-        log_probs = ban_repeated_ngrams(log_probs, flat, beam.no_repeat_ngram_size)
+        log_probs = ban_repeated_ngrams(next_log_probs(flat), flat, beam.no_repeat_ngram_size)
         V = log_probs.shape[-1]
         totals = (log_probs.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
         top_scores, top_index = totals.topk(keep, dim=1)
@@ -301,7 +388,7 @@ def beam_search_seq2seq(
         running_scores = continuing.values
         source = source_beam.gather(1, continuing.indices)
         # Finished hypotheses: merge the stopping continuations among the top K into the set.
-        normalised = top_scores / (cur_len**beam.length_penalty)
+        normalised = top_scores / ((cur_len + 1 - P) ** beam.length_penalty)
         full = is_finished.all(dim=1, keepdim=True) & beam.early_stopping
         valid = hits_stop & top_k_mask & improvable & ~full
         normalised = torch.where(valid, normalised, normalised - 1e9)
@@ -317,7 +404,7 @@ def beam_search_seq2seq(
             offsets = torch.arange(B, device=device)[:, None] * K
             cache.reorder((source + offsets).reshape(-1))
         # Can a running beam still beat the worst finished one (at the current length)?
-        best_running = running_scores[:, :1] / ((cur_len + 1 - 1) ** beam.length_penalty)
+        best_running = running_scores[:, :1] / ((cur_len + 1 - P) ** beam.length_penalty)
         all_done = is_finished.all(dim=1, keepdim=True)
         worst = torch.where(all_done, finished_scores.min(dim=1, keepdim=True).values, -1e9)
         improvable = improvable & (best_running > worst)
@@ -325,5 +412,4 @@ def beam_search_seq2seq(
             break
         if bool(hits_stop.all()):
             break
-    model.train(was_training)
     return finished_ids[:, 0, : int(finished_lengths[:, 0].max())]

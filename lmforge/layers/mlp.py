@@ -1,7 +1,9 @@
 """Position-wise feed-forward networks: dense (BERT, GPT-2, BLOOM, BART) and gated (T5 v1.1).
 
-Dense:  down(act(up(x)))
-Gated:  down(act(gate(x)) * up(x))      (Shazeer 2020, "GLU Variants Improve Transformer")
+Dense:  down(drop(act(up(x))))
+Gated:  down(drop(act(gate(x)) * up(x)))      (Shazeer 2020, "GLU Variants Improve Transformer")
+
+`drop` exists where the reference model drops there (T5's T5DenseGatedActDense, before `wo`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(d_model, d_ff, bias=cfg.bias)
         self.gate_proj = nn.Linear(d_model, d_ff, bias=cfg.bias) if cfg.gated else None
         self.down_proj = nn.Linear(d_ff, d_model, bias=cfg.bias)
+        # An identity where the reference model has no dropout here (all but T5).
+        self.dropout = nn.Identity() if cfg.dropout is None else nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_proj is None:
-            return self.down_proj(self.activation(self.up_proj(x)))
-        return self.down_proj(self.activation(self.gate_proj(x)) * self.up_proj(x))
+            hidden = self.activation(self.up_proj(x))
+        else:
+            hidden = self.activation(self.gate_proj(x)) * self.up_proj(x)
+        return self.down_proj(self.dropout(hidden))

@@ -2,9 +2,10 @@
 
 The language-modeling head projects hidden states onto the vocabulary, with the word embeddings
 (tied) or its own matrix, optionally after a dense + activation + norm transform (BERT's MLM head)
-and with an optional output bias (BERT's decoder bias, BART's final_logits_bias). Its products are
-functions of a weight it may not own (the tied embedding), which no module swap reaches, so they
-call `kernels.linear` themselves, as the fused loss's hand-written backward pass does.
+and with an optional output bias (BERT's trained decoder bias, BART's fixed final_logits_bias). Its
+products are functions of a weight it may not own (the tied embedding), which no module swap
+reaches, so they call `kernels.linear` themselves, as the fused loss's hand-written backward pass
+does.
 """
 
 from __future__ import annotations
@@ -52,16 +53,22 @@ class Pooler(nn.Module):
 
 
 class TaskHead(nn.Module):
-    """dropout -> linear onto `num_outputs` scores, the head of the downstream tasks: (B, D) ->
+    """[dropout ->] linear onto `num_outputs` scores, the head of the downstream tasks: (B, D) ->
     (B, C) for sequence classification, (B, T, D) -> (B, T, C) for tagging, C = 2 (start, end)
-    for extractive QA. Initialised like BERT's task heads: N(0, 0.02), zero bias."""
+    for extractive QA. Shaped as the reference class's head: `dropout` None where it has no
+    dropout (BertForQuestionAnswering's qa_outputs, GPT2ForSequenceClassification's score), no
+    bias where it has none (GPT-2's and BLOOM's score). Initialised like BERT's task heads:
+    N(0, 0.02), zero bias."""
 
-    def __init__(self, d_model: int, num_outputs: int, dropout: float) -> None:
+    def __init__(
+        self, d_model: int, num_outputs: int, dropout: float | None, *, bias: bool = True
+    ) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(d_model, num_outputs)
+        self.dropout = nn.Identity() if dropout is None else nn.Dropout(dropout)
+        self.proj = nn.Linear(d_model, num_outputs, bias=bias)
         nn.init.normal_(self.proj.weight, std=0.02)
-        nn.init.zeros_(self.proj.bias)
+        if bias:
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.proj(self.dropout(hidden))
@@ -73,7 +80,11 @@ class LMHead(nn.Module):
         self.transform = HeadTransform(cfg) if cfg.head.kind == "transform" else None
         tied = cfg.tie_word_embeddings
         self.weight = None if tied else nn.Parameter(torch.empty(cfg.vocab_size, cfg.d_model))
-        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head.bias else None
+        if cfg.head.bias == "fixed":  # BART's final_logits_bias: in the state dict, not trained
+            self.register_buffer("bias", torch.zeros(cfg.vocab_size))
+        else:
+            trained = cfg.head.bias == "trained"
+            self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if trained else None
         # T5 v1.0 rescales before its tied projection (Mesh TensorFlow's transformer).
         self.scale = cfg.d_model**-0.5 if cfg.head.logit_scale == "inverse_sqrt_d_model" else None
 

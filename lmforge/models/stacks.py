@@ -41,12 +41,13 @@ class Stack(nn.Module):
         num_types = cfg.embedding.num_segment_types
         self.segment_embed = nn.Embedding(num_types, cfg.d_model) if num_types else None
         self.embed_norm = build_norm(cfg.norm, cfg.d_model) if cfg.embedding.norm else None
-        self.embed_dropout = nn.Dropout(cfg.embedding.dropout)
+        self.embed_dropout = _dropout(cfg.embedding.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(cfg, layer_index=index, has_cross_attention=has_cross_attention)
             for index in range(num_layers)
         )
         self.final_norm = build_norm(cfg.norm, cfg.d_model) if cfg.norm.placement == "pre" else None
+        self.final_dropout = _dropout(cfg.norm.final_dropout)  # T5Stack drops after it
 
     def embed(
         self,
@@ -104,7 +105,7 @@ class Stack(nn.Module):
             x = block(x, ctx)
         if cache is not None:
             cache.advance(T)
-        x = x if self.final_norm is None else self.final_norm(x)
+        x = x if self.final_norm is None else self.final_dropout(self.final_norm(x))
         return x if ctx.unpadded is None else ctx.unpadded.pad(x)
 
     @staticmethod
@@ -170,3 +171,8 @@ class Stack(nn.Module):
         if attention_mask is None or cache is not None or self.has_cross_attention:
             return None
         return Unpadded.of(attention_mask)
+
+
+def _dropout(rate: float | None) -> nn.Module:
+    """Dropout at `rate`; an identity where the model type has no dropout site (rate None)."""
+    return nn.Identity() if rate is None else nn.Dropout(rate)

@@ -29,6 +29,10 @@ from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.models.lm import LanguageModel
 
+_FAMILY_MODELS = {"encoder": "encoder (BERT, RoBERTa)", "decoder": "decoder (GPT-2, BLOOM)",
+                  "encoder_decoder": "encoder-decoder (T5, BART)"}  # fmt: skip
+"""Each family with the reference model types, for the refusal of a task/model pair."""
+
 
 class Task:
     """Base class of the downstream tasks. Subclasses set the class variables and implement the
@@ -44,11 +48,10 @@ class Task:
     def __init__(self, options: Any, tokenizer: Tokenizer, model_config: ModelConfig) -> None:
         if model_config.family not in self.families:
             family = model_config.family.replace("_", "-")
-            can = ", ".join(f.replace("_", "-") for f in self.families)
+            can = " or ".join(_FAMILY_MODELS[f] for f in self.families)
             article = "an" if family.startswith("e") else "a"
             raise LmforgeError(
-                f"{article} {family} model cannot do `{self.name}`; it needs a model of family: "
-                f"{can}"
+                f"{article} {family} model cannot do `{self.name}`; it works with {can} models"
             )
         self.options = options
         self.tokenizer = tokenizer
@@ -69,6 +72,13 @@ class Task:
     def read_inputs(self, path: str) -> list[Any]:
         """Examples of a file for `lmforge predict`: the same formats, labels optional."""
         return self.read(path)
+
+    def inputs_from_texts(self, texts: list[str]) -> list[Any]:
+        """Examples to predict from plain texts (the Python API's `predict`)."""
+        raise LmforgeError(
+            f"{self.name} reads its inputs from a file; pass a pathlib.Path to one in the format "
+            "of `lmforge predict --input`"
+        )
 
     def split_validation(self, examples: list[Any], fraction: float) -> tuple[list, list]:
         """(train, validation): the last `fraction` of the examples (tasks with groups, such as

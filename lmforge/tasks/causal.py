@@ -90,6 +90,9 @@ class CausalTask(Task):
             require_response=False,
         )
 
+    def inputs_from_texts(self, texts: list[str]) -> list[PromptExample]:
+        return [PromptExample(text, None) for text in texts]
+
     def features(self, examples: list[PromptExample]) -> list[CausalFeature]:
         prompts = self.tokenizer.encode_batch([e.prompt for e in examples])
         responses = self.tokenizer.encode_batch([e.response or "" for e in examples])

@@ -47,12 +47,30 @@ class ClassificationFeature:
 
 
 class SequenceClassifier(nn.Module):
-    """Backbone + a linear head on one vector per sequence: (B, T) ids -> (B, C) scores."""
+    """Backbone + a linear head on one vector per sequence: (B, T) ids -> (B, C) scores, shaped as
+    the reference classes:
+
+        encoder, head.pooler_dropout=after   pooler -> dropout -> head.proj
+                                             (BertForSequenceClassification)
+        encoder, head.pooler_dropout=around  dropout -> pooler -> dropout -> head.proj
+                                             (RobertaClassificationHead: dense, tanh, out_proj)
+        decoder                              head.proj, no bias, no dropout
+                                             (GPT2/BloomForSequenceClassification's score)
+    """
 
     def __init__(self, backbone: LanguageModel, num_labels: int, dropout: float) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = TaskHead(backbone.config.d_model, num_labels, dropout)
+        cfg = backbone.config
+        is_encoder = cfg.family == "encoder"
+        around = is_encoder and cfg.head.pooler_dropout == "around"
+        self.pooler_dropout = nn.Dropout(dropout) if around else nn.Identity()
+        self.head = TaskHead(
+            cfg.d_model,
+            num_labels,
+            dropout=dropout if is_encoder else None,
+            bias=is_encoder,
+        )
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, segment_ids: torch.Tensor
@@ -61,7 +79,8 @@ class SequenceClassifier(nn.Module):
             input_ids, attention_mask=attention_mask, segment_ids=segment_ids
         )
         if self.backbone.config.family == "encoder":
-            pooled = self.backbone.pooler(hidden)  # (B, D): tanh(dense(first token))
+            # (B, D): tanh(dense(first token)); only the first token is dropped out.
+            pooled = self.backbone.pooler(self.pooler_dropout(hidden[:, :1]))
         else:  # the last real token has seen the whole text through causal attention
             last = attention_mask.sum(dim=1) - 1  # (B,)
             pooled = hidden[torch.arange(hidden.shape[0]), last]
@@ -101,6 +120,9 @@ class ClassificationTask(Task):
         return read_classification(
             path, text_fields=self.text_fields, label_field=self._label(), labelled=False
         )
+
+    def inputs_from_texts(self, texts: list[str]) -> list[ClassificationExample]:
+        return [ClassificationExample((text,), None) for text in texts]
 
     def _label(self) -> str:
         return self.options.label_field

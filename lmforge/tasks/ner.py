@@ -67,7 +67,8 @@ class TaggingModel(nn.Module):
     def __init__(self, backbone: LanguageModel, num_labels: int, dropout: float) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = TaskHead(backbone.config.d_model, num_labels, dropout)
+        # dropout -> classifier, as every ...ForTokenClassification of transformers.
+        self.head = TaskHead(backbone.config.d_model, num_labels, dropout=dropout)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask (1 = token): (B, T) -> logits (B, T, C)."""
@@ -108,6 +109,10 @@ class TaggingTask(Task):
         if not sentences:
             raise LmforgeError(f"{path} holds no sentences to tag")
         return [TaggingExample(s.words, [], None) for s in sentences]
+
+    def inputs_from_texts(self, texts: list[str]) -> list[TaggingExample]:
+        """Each text is a sentence of words separated by spaces, as in a plain-text input file."""
+        return [TaggingExample(text.split(), [], None) for text in texts]
 
     def _examples(self, sentences: list[TaggedSentence], path: str) -> list[TaggingExample]:
         scheme = self.options.scheme

@@ -63,10 +63,11 @@ class SpanExtractor(nn.Module):
     """Backbone + a linear head scoring every position as answer start and end:
     (B, T) ids -> (B, T, 2) scores, padding positions at the lowest finite value."""
 
-    def __init__(self, backbone: LanguageModel, dropout: float) -> None:
+    def __init__(self, backbone: LanguageModel) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = TaskHead(backbone.config.d_model, 2, dropout)
+        # No dropout before the span scores, as BertForQuestionAnswering's qa_outputs.
+        self.head = TaskHead(backbone.config.d_model, 2, dropout=None)
 
     def forward(
         self,
@@ -186,7 +187,7 @@ class ExtractiveQATask(Task):
     # --- model --------------------------------------------------------------------------------
 
     def build_model(self, backbone: LanguageModel) -> nn.Module:
-        return SpanExtractor(backbone, max(self.model_config.dropout, 0.1))  # BERT's head dropout
+        return SpanExtractor(backbone)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(CE(start) + CE(end)) / 2, as BertForQuestionAnswering."""

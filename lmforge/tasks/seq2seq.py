@@ -104,6 +104,9 @@ class Seq2SeqTask(Task):
     def read_inputs(self, path: str) -> list[Seq2SeqExample]:
         return self._read(path, require_targets=False)
 
+    def inputs_from_texts(self, texts: list[str]) -> list[Seq2SeqExample]:
+        return [Seq2SeqExample(text, []) for text in texts]
+
     def split_validation(
         self, examples: list[Seq2SeqExample], fraction: float
     ) -> tuple[list[Seq2SeqExample], list[Seq2SeqExample]]:

@@ -12,7 +12,6 @@ What the run directory holds, and how each file is written: `lmforge.run_dir`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -26,6 +25,7 @@ from torch import nn
 
 from lmforge.config.finetune import FinetuneConfig
 from lmforge.config.loading import to_dict
+from lmforge.config.model import with_dropout
 from lmforge.distributed.setup import choose_device
 from lmforge.errors import LmforgeError
 from lmforge.kernels import apply_cpu_kernels
@@ -106,17 +106,10 @@ def load_backbone(
     pretrained: str, init: str, dropout: float | None
 ) -> tuple[LanguageModel, Any, Path]:
     """The pretrained model, its tokenizer and checkpoint directory; with init="random" the same
-    architecture freshly initialised; `dropout` (if set) replaces the model's residual, attention
-    and embedding dropout."""
+    architecture freshly initialised; `dropout` (if set) is the rate of every dropout site the
+    model type has (`with_dropout`: the reference model's sites, no others)."""
     model, tokenizer, checkpoint = load_pretrained(pretrained)
-    cfg = model.config
-    if dropout is not None:
-        cfg = dataclasses.replace(
-            cfg,
-            dropout=dropout,
-            attention=dataclasses.replace(cfg.attention, dropout=dropout),
-            embedding=dataclasses.replace(cfg.embedding, dropout=dropout),
-        )
+    cfg = model.config if dropout is None else with_dropout(model.config, dropout)
     if init == "random":
         return build_model(cfg), tokenizer, checkpoint
     if cfg is not model.config:

@@ -14,6 +14,7 @@ from tests.conftest import TINY_MODEL
     ("preset", "objective", "data_fixture", "extra"),
     [
         ("gpt2-tiny", "clm", "python_docs_data", ["--top-p", "0.9"]),
+        ("bloom-tiny", "clm", "python_docs_data", ["--num-beams", "3"]),
         ("t5-tiny", "span_corruption", "python_docs_unigram_data", ["--num-beams", "3"]),
         ("bart-tiny", "bart_denoising", "python_docs_data", ["--temperature", "0"]),
     ],

@@ -1,7 +1,8 @@
 """The fine-tuning parity benchmark in its smoke mode (`bench/finetune_parity.py --smoke`): for
 every (task, model) pair, lmforge and transformers start from the same weights and agree on the
-first batch's loss within 1e-4, and lmforge's state rebuilt for the transformers side replays the
-CLI run's logged step-1 loss. A few steps on width-32 models; nothing here is timed."""
+first batch's loss within 1e-4 and on its gradient norm within 1e-4 relative, and lmforge's state
+rebuilt for the transformers side replays the CLI run's logged step-1 loss. A few steps on
+width-32 models; nothing here is timed."""
 
 from __future__ import annotations
 
@@ -31,4 +32,5 @@ def test_smoke_first_step_losses_agree_for_every_pair(
     for run in runs:
         first = run["first_step"]
         assert abs(first["loss_difference"]) < 1e-4, run["pair"]
+        assert abs(first["grad_norm_difference"]) < 1e-4, run["pair"]  # the same heads
         assert first["replayed_loss"] == pytest.approx(first["logged_loss"], abs=1e-6), run["pair"]

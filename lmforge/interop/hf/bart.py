@@ -91,7 +91,7 @@ REQUIRED = {
     "attention.bias": True,
     "attention.score_scale": "inverse_sqrt",
     "head.kind": "linear",
-    "head.bias": True,
+    "head.bias": "fixed",
     "head.logit_scale": "none",
     "tie_word_embeddings": True,
 }
@@ -133,7 +133,7 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
         embedding=EmbeddingConfig(
             norm=True, scale="sqrt_d_model" if c.scale_embedding else "none", dropout=c.dropout
         ),
-        head=HeadConfig(bias=True),
+        head=HeadConfig(bias="fixed"),
         tokens=token_ids_from_hf(c),
         dropout=c.dropout,
         init_std=c.init_std,

@@ -106,7 +106,7 @@ REQUIRED = {
     "attention.bias": True,
     "attention.score_scale": "inverse_sqrt",
     "head.kind": "transform",
-    "head.bias": True,
+    "head.bias": "trained",
     "head.logit_scale": "none",
     # Untied, HF 5 unties the head's bias too (cls.predictions.decoder.bias is used, .bias not);
     # every BERT and RoBERTa checkpoint is tied, so that variant is not supported.
@@ -145,7 +145,7 @@ def encoder_config(hf_config: Any, *, position: PositionConfig) -> ModelConfig:
         mlp=MLPConfig(activation=_ACTIVATIONS[hf_config.hidden_act]),
         attention=AttentionConfig(dropout=hf_config.attention_probs_dropout_prob),
         embedding=EmbeddingConfig(num_segment_types=hf_config.type_vocab_size, norm=True),
-        head=HeadConfig(kind="transform", bias=True),
+        head=HeadConfig(kind="transform", bias="trained"),
         tokens=token_ids_from_hf(hf_config),
         dropout=hf_config.hidden_dropout_prob,
         init_std=hf_config.initializer_range,

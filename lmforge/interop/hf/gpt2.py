@@ -131,7 +131,7 @@ REQUIRED = {
     "attention.bias": True,
     "attention.score_scale": "inverse_sqrt",
     "head.kind": "linear",
-    "head.bias": False,
+    "head.bias": "none",
     "head.logit_scale": "none",
 }
 

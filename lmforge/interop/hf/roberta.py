@@ -10,6 +10,7 @@ is always exact GELU in HF, whatever `hidden_act` says.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from lmforge.config.model import ModelConfig, PositionConfig
@@ -79,7 +80,9 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
     position = PositionConfig(
         kind="learned", max_positions=hf_config.max_position_embeddings - offset, offset=offset
     )
-    return encoder_config(hf_config, position=position)
+    cfg = encoder_config(hf_config, position=position)
+    # RobertaClassificationHead drops out before its dense layer too.
+    return replace(cfg, head=replace(cfg.head, pooler_dropout="around"))
 
 
 def config_to_hf(cfg: ModelConfig) -> Any:

@@ -114,7 +114,7 @@ REQUIRED = {
     "attention.bias": False,
     "attention.score_scale": "none",
     "head.kind": "linear",
-    "head.bias": False,
+    "head.bias": "none",
 }
 
 
@@ -140,8 +140,12 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
         num_decoder_layers=hf_config.num_decoder_layers,
         d_ff=hf_config.d_ff,
         norm=NormConfig(
-            kind="rmsnorm", placement="pre", eps=hf_config.layer_norm_epsilon, bias=False
-        ),  # fmt: skip
+            kind="rmsnorm",
+            placement="pre",
+            eps=hf_config.layer_norm_epsilon,
+            bias=False,
+            final_dropout=hf_config.dropout_rate,
+        ),
         position=PositionConfig(
             kind="relative_bias",
             num_buckets=hf_config.relative_attention_num_buckets,
@@ -151,6 +155,7 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
             activation=_ACTIVATIONS[hf_config.dense_act_fn],
             gated=hf_config.is_gated_act,
             bias=False,
+            dropout=hf_config.dropout_rate,
         ),  # fmt: skip
         attention=AttentionConfig(
             score_scale="none",
@@ -159,7 +164,7 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
             # Heads narrower than d_model / num_heads (t5-v1_1-small: 6 x 64 on 512).
             head_dim=None if narrow_heads == 0 else hf_config.d_kv,
         ),
-        embedding=EmbeddingConfig(),
+        embedding=EmbeddingConfig(dropout=hf_config.dropout_rate),
         head=HeadConfig(logit_scale="inverse_sqrt_d_model" if scaled else "none"),
         tokens=token_ids_from_hf(hf_config),
         tie_word_embeddings=bool(scaled),
