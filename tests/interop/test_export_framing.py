@@ -87,15 +87,15 @@ def test_fill_mask_pipeline_predicts_as_lmforge(export, name, masked):
     """The top prediction and its probability; RoBERTa's <mask> takes the space before it."""
     from transformers import pipeline
 
-    from lmforge.cli.fill_mask_cmd import fill_mask
+    from lmforge.tasks.fill_mask import fill_mask
 
     run, out = export(name)
     model, tokenizer, _ = load_pretrained(run)
     text = f"the function returns a {masked} list"
-    score, token, _ = fill_mask(model.eval(), tokenizer, text, top_k=1)[0][0]
+    ours = fill_mask(model.eval(), tokenizer, text, top_k=1)[0][0]
     best = pipeline("fill-mask", model=str(out), device="cpu")(text, top_k=1)[0]
-    assert best["token_str"].strip() == token
-    assert best["score"] == pytest.approx(score, abs=1e-5)
+    assert best["token_str"].strip() == ours.token
+    assert best["score"] == pytest.approx(ours.score, abs=1e-5)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bloom"])
