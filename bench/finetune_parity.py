@@ -34,8 +34,8 @@ every dataset (OUT/data-sample), 16 training examples, 3 steps, no dropout but t
 lmforge's task heads and dropout sites have the structure of the transformers classes (`MODELS`
 maps each head module to its transformers module), so the first-step gradient norms agree too
 (`--smoke` asserts both, the norms within 1e-4 relative). The pooler is copied like the head (a
-RoBERTa export keeps it outside model.safetensors: no RoBERTa class has one). The QA loss is lmforge's on both sides
-(padding masked out of the start/end softmax; transformers' own counts it).
+RoBERTa export keeps it outside model.safetensors: no RoBERTa class has one). The QA loss is
+lmforge's on both sides (padding masked out of the start/end softmax; transformers' own counts it).
 """
 
 from __future__ import annotations
