@@ -20,12 +20,12 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
 
 import torch
 
-from lmforge.config.model import ModelConfig
+from lmforge.config.model import ModelConfig, TokenIdsConfig
 from lmforge.config.presets import get_preset
 from lmforge.errors import LmforgeError
 from lmforge.kernels.allocator import keep_freed_memory
@@ -82,7 +82,7 @@ def _batch(cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[dict, torch
     Decoders: random tokens, next-token targets (ours aligned, HF shifts inside). Encoders: 15% of
     positions replaced by a mask id and predicted, the same labels for both (MLM does not shift).
     Encoder-decoders: random inputs and seq_len / 4 random targets; HF shifts them right into its
-    decoder inputs, ours get them shifted explicitly (start token 0).
+    decoder inputs, ours get them shifted explicitly (from the start token of `bench_config`).
     """
     input_ids = _random_batch(cfg, batch_size, seq_len)
     if cfg.family == "decoder":
@@ -95,7 +95,8 @@ def _batch(cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[dict, torch
         masked = input_ids.masked_fill(selected, 4)
         return {"input_ids": masked, "labels": labels}, {"input_ids": masked, "labels": labels}
     labels = _random_batch(cfg, batch_size, seq_len // TARGET_FRACTION)
-    decoder_input_ids = torch.cat([torch.zeros_like(labels[:, :1]), labels[:, :-1]], dim=1)
+    start = torch.full_like(labels[:, :1], cfg.tokens.decoder_start_id)
+    decoder_input_ids = torch.cat([start, labels[:, :-1]], dim=1)
     ours = {"input_ids": input_ids, "decoder_input_ids": decoder_input_ids, "labels": labels}
     return ours, {"input_ids": input_ids, "labels": labels}
 
@@ -186,10 +187,19 @@ def hf_train_step(hf_model: torch.nn.Module, inputs: dict[str, torch.Tensor], pr
     return step
 
 
-def _build_step(side: str, name: str, precision: str, batch_size: int, seq_len: int):
+def bench_config(name: str) -> ModelConfig:
+    """The preset `name` with the special token ids a run would store: a bare preset has none, and
+    transformers' encoder-decoders shift their labels right from the configured decoder start."""
+    cfg = get_preset(name)
+    if cfg.family != "encoder_decoder":
+        return cfg
+    return replace(cfg, tokens=TokenIdsConfig(pad_id=0, eos_id=1, decoder_start_id=0))
+
+
+def build_step(side: str, name: str, precision: str, batch_size: int, seq_len: int):
     """One side's training-step closure on the benchmark batch; both sides start from the weights
     of our model built with seed 0 (HF's through `interop.hf`)."""
-    cfg = get_preset(name)
+    cfg = bench_config(name)
     inputs, hf_inputs = _batch(cfg, batch_size, seq_len)
     torch.manual_seed(0)
     model = build_model(cfg).train()
@@ -214,7 +224,7 @@ def _worker_main(conn: Connection, side: str, num_threads: int) -> None:
         try:
             if command == "setup":
                 step = None  # free the previous model before building the next
-                step = _build_step(side, *args)
+                step = build_step(side, *args)
             else:
                 step()
             conn.send(("ok", None))
