@@ -162,6 +162,10 @@ class TokenIdsConfig:
         return [(f.name, getattr(self, f.name)) for f in fields(self)]
 
 
+ObjectiveKind = Literal["clm", "mlm", "span_corruption", "bart_denoising"]
+"""Pretraining objectives (lmforge/objectives/), the values of objective.kind."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     family: Family
@@ -191,6 +195,10 @@ class ModelConfig:
     """Weight initialisation: gpt2 (N(0, init_std), residual projections scaled by
     1/sqrt(2 * layers)) or t5 (Mesh TensorFlow's fan-in scaling, queries also by d_head^-1/2, as
     unscaled attention scores need; init_std unused)."""
+    default_objective: ObjectiveKind | None = None
+    """The pretraining objective of this model type's paper, used when objective.kind is not
+    given: span_corruption (T5), bart_denoising (BART); None: the family's (clm for decoders, mlm
+    for encoders; encoder-decoders must then name theirs)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff"):

@@ -89,6 +89,7 @@ _T5 = dict(
     head=HeadConfig(),
     tie_word_embeddings=False,
     init="t5",
+    default_objective="span_corruption",  # T5's span corruption (Raffel et al. 2020, 3.1.4)
 )
 
 # BART (Lewis et al. 2020; facebook/bart-base config.json, and interop/hf/bart.py config_from_hf):
@@ -104,6 +105,7 @@ _BART = dict(
     embedding=EmbeddingConfig(norm=True),
     head=HeadConfig(bias="fixed"),
     tie_word_embeddings=True,
+    default_objective="bart_denoising",  # text infilling + sentence permutation (Lewis et al.)
 )
 
 PRESETS: dict[str, ModelConfig] = {

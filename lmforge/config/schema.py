@@ -39,8 +39,9 @@ class ObjectiveSection:
     kind: Literal["clm", "mlm", "span_corruption", "bart_denoising"] | None = None
     """clm: causal language modeling (predict the next token; decoder models); mlm: masked
     language modeling (encoder models); span_corruption (T5) and bart_denoising (BART):
-    encoder-decoder models. None: the model family's objective (clm for decoder, mlm for
-    encoder; encoder-decoder models must name theirs), written resolved into config.yaml."""
+    encoder-decoder models. None: the model type's (model.default_objective: span_corruption for
+    t5-*, bart_denoising for bart-*), else the family's (clm for decoder, mlm for encoder),
+    written resolved into config.yaml."""
     mask_rate: float = 0.15
     """mlm only: fraction of the non-special tokens selected for prediction, in (0, 1) (BERT:
     0.15; Wettig et al. 2023 found 0.3-0.4 better for larger models)."""

@@ -6,12 +6,14 @@ from typing import Protocol
 
 import torch
 
+from lmforge.config.model import ModelConfig
 from lmforge.config.schema import ObjectiveSection
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 
 DEFAULT_OBJECTIVE = {"decoder": "clm", "encoder": "mlm"}
-"""The objective a family trains with when objective.kind is not given."""
+"""The objective a family trains with when neither objective.kind nor the model type's
+`default_objective` names one."""
 
 
 class Objective(Protocol):
@@ -38,14 +40,17 @@ class Objective(Protocol):
         ...
 
 
-def resolve_objective_kind(settings: ObjectiveSection, *, family: str) -> str:
-    """objective.kind, or the family's objective when it is not given."""
-    if settings.kind is not None:
-        return settings.kind
+def resolve_objective_kind(settings: ObjectiveSection, model: ModelConfig) -> str:
+    """objective.kind; when it is not given, the model type's (`model.default_objective`: T5's
+    span corruption, BART's denoising), else the family's."""
+    return settings.kind or model.default_objective or _family_objective(model.family)
+
+
+def _family_objective(family: str) -> str:
     if family not in DEFAULT_OBJECTIVE:
         raise LmforgeError(
             f"{family} models have no default objective; add --objective.kind=span_corruption "
-            "(T5) or --objective.kind=bart_denoising (BART)"
+            "(T5) or --objective.kind=bart_denoising (BART), or set model.default_objective"
         )
     return DEFAULT_OBJECTIVE[family]
 
@@ -53,14 +58,15 @@ def resolve_objective_kind(settings: ObjectiveSection, *, family: str) -> str:
 def build_objective(
     settings: ObjectiveSection, *, family: str, tokenizer: Tokenizer, source: str
 ) -> Objective:
-    """The objective of `settings` (kind resolved) for a `family` model; `source` names the
-    tokenizer in errors."""
+    """The objective of `settings` for a `family` model; `source` names the tokenizer in errors.
+    settings.kind None: the family's objective (resolve a model type's own with
+    `resolve_objective_kind` first)."""
     from lmforge.objectives.clm import CausalLM
     from lmforge.objectives.denoising import BartDenoising
     from lmforge.objectives.mlm import MaskedLM
     from lmforge.objectives.span_corruption import SpanCorruption
 
-    kind = resolve_objective_kind(settings, family=family)
+    kind = settings.kind or _family_objective(family)
     classes = {"clm": CausalLM, "mlm": MaskedLM, "span_corruption": SpanCorruption,
                "bart_denoising": BartDenoising}  # fmt: skip
     families = classes[kind].families

@@ -65,7 +65,7 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         # Pretrained weights fix the embedding size.
         explicit="model.vocab_size" in explicit_keys or config.init_from is not None,
     )
-    kind = resolve_objective_kind(config.objective, family=model_config.family)
+    kind = resolve_objective_kind(config.objective, model_config)
     tokens = token_ids(tokenizer, model_config.family, kind)
     model_config = dataclasses.replace(model_config, tokens=tokens)
     config = dataclasses.replace(

@@ -80,7 +80,11 @@ def test_generate_without_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
     ("extra", "message"),
     [
         (["--objective.kind=span_corruption", "--train.precision=fp16"], "overflow in fp16; use"),
-        ([], "encoder_decoder models have no default objective; add --objective.kind="),
+        # A model type without a default objective (a custom encoder-decoder) must name one.
+        (
+            ["--model.default_objective=none"],
+            "encoder_decoder models have no default objective; add --objective.kind=",
+        ),  # fmt: skip
         (["--objective.kind=clm"], "objective clm cannot train encoder_decoder models"),
         (
             ["--objective.kind=bart_denoising", "--train.batch_size=8192"],

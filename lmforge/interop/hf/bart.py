@@ -137,6 +137,7 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
         tokens=token_ids_from_hf(c),
         dropout=c.dropout,
         init_std=c.init_std,
+        default_objective="bart_denoising",  # what continued pretraining uses, as bart-* presets
     )
 
 

@@ -169,6 +169,7 @@ def config_from_hf(hf_config: Any) -> ModelConfig:
         tokens=token_ids_from_hf(hf_config),
         tie_word_embeddings=bool(scaled),
         dropout=hf_config.dropout_rate,
+        default_objective="span_corruption",  # what continued pretraining uses, as the t5-* presets
     )
 
 
