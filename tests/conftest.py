@@ -83,7 +83,7 @@ def python_docs_unigram_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 _PRETRAINED_TOKENIZER = {"bert": "wordpiece", "roberta": "bpe", "gpt2": "bpe", "bloom": "bpe",
-                         "t5": "unigram", "bart": "bpe"}  # fmt: skip
+                         "llama": "bpe", "t5": "unigram", "bart": "bpe"}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """ModelConfig: one architecture description for all six reference models.
 
-Each choice that distinguishes BERT, RoBERTa, GPT-2, BLOOM, T5 and BART is a field of the component
-sub-config it changes (see STYLE.md section 3). This module imports no torch, so a configuration
-can be checked anywhere.
+Each choice that distinguishes BERT, RoBERTa, GPT-2, BLOOM, Llama, T5 and BART is a field of the
+component sub-config it changes (see STYLE.md section 3). This module imports no torch, so a
+configuration can be checked anywhere.
 """
 
 from __future__ import annotations
@@ -94,9 +94,16 @@ class AttentionConfig:
     head_dim: int | None = None
     """Width of each head; None: d_model / num_heads. T5 v1.1 small has 6 heads of 64 on a
     d_model of 512, so its attention is narrower than the residual stream."""
+    num_kv_heads: int | None = None
+    """Key/value heads of self-attention, each shared by num_heads / num_kv_heads query heads
+    (grouped-query attention, Ainslie et al. 2023: TinyLlama, SmolLM); None: one per query head."""
 
     def __post_init__(self) -> None:
         _require(0 <= self.dropout < 1, f"attention.dropout must be in [0, 1), got {self.dropout}")
+        _require(
+            self.num_kv_heads is None or self.num_kv_heads > 0,
+            f"attention.num_kv_heads must be > 0, got {self.num_kv_heads}",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,6 +223,11 @@ class ModelConfig:
         )
         _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
         _require(
+            self.num_heads % self.num_kv_heads == 0,
+            f"model.num_heads ({self.num_heads}) must be a multiple of "
+            f"model.attention.num_kv_heads ({self.num_kv_heads})",
+        )
+        _require(
             not (self.position.kind == "rope" and self.d_head % 2),
             f"rope needs an even d_head, got {self.d_head}",
         )
@@ -232,6 +244,11 @@ class ModelConfig:
     @property
     def d_head(self) -> int:
         return self.attention.head_dim or self.d_model // self.num_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        """Key/value heads of self-attention (num_heads unless grouped-query attention)."""
+        return self.attention.num_kv_heads or self.num_heads
 
     @property
     def d_attention(self) -> int:

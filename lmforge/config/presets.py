@@ -108,6 +108,20 @@ _BART = dict(
     default_objective="bart_denoising",  # text infilling + sentence permutation (Lewis et al.)
 )
 
+# Llama (Touvron et al. 2023; meta-llama/Llama-2-7b-hf, TinyLlama and SmolLM config.json, and
+# interop/hf/llama.py config_from_hf): pre-norm RMSNorm eps 1e-5 without bias, rotary positions
+# (theta 10000, rotate-half layout) and no position table, a SiLU-gated feed-forward (SwiGLU,
+# Shazeer 2020), no biases anywhere, no dropout on the embeddings. The head is tied here as in
+# the small published shapes (SmolLM); Llama 2 and TinyLlama untie it.
+_LLAMA = dict(
+    family="decoder",
+    norm=NormConfig(kind="rmsnorm", placement="pre", eps=1e-5, bias=False),
+    mlp=MLPConfig(activation="silu", gated=True, bias=False),
+    attention=AttentionConfig(score_scale="inverse_sqrt", bias=False),
+    embedding=EmbeddingConfig(norm=False, dropout=None),
+    tie_word_embeddings=True,
+)
+
 PRESETS: dict[str, ModelConfig] = {
     # Quickstart size: 4 layers x 256 wide, 256-token context (about 3.2 M parameters outside the
     # embeddings).
@@ -156,6 +170,60 @@ PRESETS: dict[str, ModelConfig] = {
         num_heads=16,
         num_layers=24,
         d_ff=4096,
+    ),
+    # Quickstart size, like gpt2-tiny: 4 layers x 256 wide, 256-token context; the gated
+    # feed-forward is 8/3 x d_model wide (Llama's rule: as many weights as a dense 4 x d_model one)
+    # rounded up to a multiple of 16.
+    "llama-tiny": ModelConfig(
+        **_LLAMA,
+        vocab_size=4096,
+        d_model=256,
+        num_heads=4,
+        num_layers=4,
+        d_ff=688,
+        position=PositionConfig(kind="rope", max_positions=256),
+    ),
+    # gpt2-30m's width, depth and vocabulary with Llama's blocks: 29.5 M parameters (25.3 M in the
+    # blocks, 4.2 M in the tied embedding) against gpt2-30m's 29.9 M.
+    "llama-30m": ModelConfig(
+        **_LLAMA,
+        vocab_size=8192,
+        d_model=512,
+        num_heads=8,
+        num_layers=8,
+        d_ff=1376,
+        position=PositionConfig(kind="rope", max_positions=1024),
+    ),
+    # SmolLM-135M (HuggingFaceTB/SmolLM-135M config.json): 30 layers, width 576, 9 query heads
+    # sharing 3 key/value heads (head width 64), gated d_ff 1536, vocabulary 49152, 2048 positions,
+    # tied head; 134.5 M parameters.
+    "smollm-135m": ModelConfig(
+        **{
+            **_LLAMA,
+            "attention": AttentionConfig(score_scale="inverse_sqrt", bias=False, num_kv_heads=3),
+        },
+        vocab_size=49152,
+        d_model=576,
+        num_heads=9,
+        num_layers=30,
+        d_ff=1536,
+        position=PositionConfig(kind="rope", max_positions=2048),
+    ),
+    # TinyLlama-1.1B (TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json): Llama 2's
+    # architecture, 22 layers, width 2048, 32 query heads sharing 4 key/value heads, gated d_ff
+    # 5632, vocabulary 32000, 2048 positions, untied head; 1,100 M parameters.
+    "tinyllama-1.1b": ModelConfig(
+        **{
+            **_LLAMA,
+            "attention": AttentionConfig(score_scale="inverse_sqrt", bias=False, num_kv_heads=4),
+            "tie_word_embeddings": False,
+        },
+        vocab_size=32000,
+        d_model=2048,
+        num_heads=32,
+        num_layers=22,
+        d_ff=5632,
+        position=PositionConfig(kind="rope", max_positions=2048),
     ),
     # Quickstart size, like gpt2-tiny: 4 layers x 256 wide, 256-token context.
     "bert-tiny": ModelConfig(

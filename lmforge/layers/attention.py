@@ -1,7 +1,12 @@
 """Multi-head self- and cross-attention with a KV cache; the kernel is `kernels.attention.attend`.
 
 Self-attention projects queries, keys and values with one fused (3D, D) matrix, rows ordered
-[q; k; v] with heads contiguous inside each: one GEMM instead of three. Cross-attention projects
+[q; k; v] with heads contiguous inside each: one GEMM instead of three. With grouped-query attention
+(fewer key/value heads than query heads, Ainslie et al. 2023) it projects queries and fused
+keys/values separately, as cross-attention does, so that each matrix still splits into equal
+parts; the cache stores the key/value heads, and each is repeated for its group of query heads
+just before the kernel (query head h reads key/value head h // group, as in Llama). Cross-attention
+projects
 queries from the decoder and fused keys/values (2D, D) from the encoder output, which a cache keeps
 after the first decoding step. Positional hooks (rotary, score bias) arrive precomputed from the
 stack in the `ForwardContext`; self-attention applies both unconditionally (identity / no bias for
@@ -15,6 +20,7 @@ from torch import nn
 
 from lmforge.config.model import AttentionConfig
 from lmforge.kernels.attention import attend
+from lmforge.kernels.unpadding import Unpadded
 from lmforge.layers.context import ForwardContext
 from lmforge.layers.masks import AttentionMask
 from lmforge.layers.positions import apply_rotary
@@ -36,9 +42,12 @@ class Attention(nn.Module):
         self.layer_index = layer_index
         """Position of this layer in its stack: its slot in the KV cache."""
 
-    def _split_heads(self, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    def _split_heads(
+        self, x: torch.Tensor, parts: int, num_heads: int | None = None
+    ) -> list[torch.Tensor]:
         B, T, _ = x.shape
-        x = x.view(B, T, parts, self.num_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        heads = num_heads or self.num_heads
+        x = x.view(B, T, parts, heads, self.d_head).permute(2, 0, 3, 1, 4)
         return list(x.unbind(0))  # parts x (B, H, T, Dh)
 
     def _attend(
@@ -64,19 +73,44 @@ class SelfAttention(Attention):
         self, d_model: int, num_heads: int, cfg: AttentionConfig, *, layer_index: int
     ) -> None:
         super().__init__(d_model, num_heads, cfg, layer_index=layer_index)
-        self.qkv_proj = nn.Linear(d_model, 3 * self.inner, bias=cfg.bias)
+        self.num_kv_heads = cfg.num_kv_heads or num_heads
+        if self.num_kv_heads == num_heads:
+            self.qkv_proj = nn.Linear(d_model, 3 * self.inner, bias=cfg.bias)
+        else:
+            self.q_proj = nn.Linear(d_model, self.inner, bias=cfg.bias)
+            self.kv_proj = nn.Linear(d_model, 2 * self.num_kv_heads * self.d_head, bias=cfg.bias)
         self.out_proj = nn.Linear(self.inner, d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D), or (N, D) -> (N, D) real tokens with `ctx.unpadded`."""
         unpadded = ctx.unpadded
-        qkv = self.qkv_proj(x)
-        q, k, v = self._split_heads(qkv if unpadded is None else unpadded.pad(qkv), 3)
+        q, k, v = self._project(x, unpadded)
         q, k = apply_rotary(q, k, ctx.rotary)
         if ctx.cache is not None:
             k, v = ctx.cache.update(self.layer_index, k, v)
+        k, v = self._repeat_kv(k), self._repeat_kv(v)
         out = self._attend(q, k, v, ctx.mask)
         return self.out_proj(out if unpadded is None else unpadded.unpad(out))
+
+    def _project(self, x: torch.Tensor, unpadded: Unpadded | None) -> list[torch.Tensor]:
+        """x: (B, T, D), or (N, D) real tokens -> q (B, H, T, Dh), k and v (B, Hkv, T, Dh).
+
+        The projections run on the real tokens only; their outputs are padded for the kernel."""
+
+        def heads(projected: torch.Tensor, parts: int, num_heads: int) -> list[torch.Tensor]:
+            padded = projected if unpadded is None else unpadded.pad(projected)
+            return self._split_heads(padded, parts, num_heads)
+
+        if self.num_kv_heads == self.num_heads:
+            return heads(self.qkv_proj(x), 3, self.num_heads)
+        (q,) = heads(self.q_proj(x), 1, self.num_heads)
+        return [q, *heads(self.kv_proj(x), 2, self.num_kv_heads)]
+
+    def _repeat_kv(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, Hkv, S, Dh) -> (B, H, S, Dh): each key/value head once per query head of its
+        group (transformers' repeat_kv)."""
+        group = self.num_heads // self.num_kv_heads
+        return x if group == 1 else x.repeat_interleave(group, dim=1)
 
 
 class CrossAttention(Attention):

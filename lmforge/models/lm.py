@@ -108,7 +108,7 @@ class LanguageModel(nn.Module):
         return KVCache(
             num_layers=len(self.stacks()[-1].blocks),
             batch_size=batch_size,
-            num_heads=cfg.num_heads,
+            num_heads=cfg.num_kv_heads,  # grouped-query attention caches fewer heads
             max_len=max_len,
             d_head=cfg.d_head,
             dtype=weight.dtype,

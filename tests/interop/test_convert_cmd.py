@@ -22,6 +22,7 @@ from tests.interop.test_hf_parity import (  # noqa: E402
 
 AUTO_CLASSES = {
     "gpt2": "AutoModelForCausalLM", "bloom": "AutoModelForCausalLM",
+    "llama": "AutoModelForCausalLM",
     "bert": "AutoModelForMaskedLM", "roberta": "AutoModelForMaskedLM",
     "t5": "AutoModelForSeq2SeqLM", "bart": "AutoModelForSeq2SeqLM",
 }  # fmt: skip
@@ -101,9 +102,9 @@ def _run_error(argv, capsys) -> str:
 
 def test_unsupported_architecture_is_one_line(tmp_path, capsys):
     (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "mistral"}))
     line = _run_error(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "o")], capsys)
-    assert "'llama' is not supported" in line
+    assert "'mistral' is not supported" in line
     assert not (tmp_path / "o").exists()
 
 

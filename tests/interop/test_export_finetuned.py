@@ -53,15 +53,15 @@ def _their_logits(model, batch: dict[str, torch.Tensor], has_segments: bool) -> 
         return model(**inputs).logits
 
 
-@pytest.mark.parametrize("name", ["bert", "roberta", "gpt2"])
+@pytest.mark.parametrize("name", ["bert", "roberta", "gpt2", "llama"])
 def test_classify_export_gives_lmforge_logits_and_labels(finetuned, tmp_path, name, capsys):
     from transformers import AutoModelForSequenceClassification, pipeline
 
     run = finetuned(name)
     task, model = load_finetuned(run)
     out = tmp_path / "out"
-    if name == "gpt2" and model.head.proj.bias is not None:
-        # GPT2ForSequenceClassification's score layer has no bias: such a head is refused.
+    if name in ("gpt2", "llama") and model.head.proj.bias is not None:
+        # GPT2ForSequenceClassification's (LlamaFor...'s) score layer has no bias: refused.
         capsys.readouterr()
         assert main(["convert", "--to-hf", str(run), str(out)]) == 2
         error = capsys.readouterr().err.strip().splitlines()
@@ -90,7 +90,7 @@ def test_classify_export_gives_lmforge_logits_and_labels(finetuned, tmp_path, na
 @pytest.mark.parametrize(
     ("name", "kind"),
     [("bert", "token"), ("bert", "span"), ("roberta", "token"), ("roberta", "span"),
-     ("gpt2", "token")],
+     ("gpt2", "token"), ("llama", "token")],
 )  # fmt: skip
 def test_token_and_span_heads_export_with_their_logits(tiny_pretrained, name, kind):
     """Tagging and QA models (a random head on the tiny backbone) in ...ForTokenClassification and

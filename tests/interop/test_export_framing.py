@@ -1,8 +1,8 @@
 """Exports frame texts as lmforge does: the tokenizer that `convert --to-hf` writes adds each model
 type's special tokens (ids and BERT's token types equal `lmforge.data.framing`'s), and transformers'
 pipelines on the export give lmforge's results: fill-mask (BERT, RoBERTa), text-generation (GPT-2,
-BLOOM) and, since transformers 5 removed the text2text-generation pipeline, what it did for T5 and
-BART (AutoTokenizer, AutoModelForSeq2SeqLM.generate, decode)."""
+BLOOM, Llama) and, since transformers 5 removed the text2text-generation pipeline, what it did for
+T5 and BART (AutoTokenizer, AutoModelForSeq2SeqLM.generate, decode)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from lmforge.cli.main import main  # noqa: E402
 from lmforge.data.framing import framing_for  # noqa: E402
 from lmforge.models.pretrained import load_pretrained  # noqa: E402
 
-FAMILIES = ["bert", "roberta", "gpt2", "bloom", "t5", "bart"]
+FAMILIES = ["bert", "roberta", "gpt2", "bloom", "llama", "t5", "bart"]
 TEXT, SECOND = "the function returns a new list", "it raises an error"
 
 
@@ -79,7 +79,7 @@ def test_exported_tokenizer_frames_as_lmforge(export, name):
     assert pair["input_ids"] == ids
     assert pair.get("token_type_ids", [0] * len(ids)) == segment_ids
     assert ("token_type_ids" in pair) == (name == "bert")  # GPT-2 and BART would misread them
-    assert framing.start or framing.end or name in ("gpt2", "bloom")
+    assert framing.start or framing.end or name in ("gpt2", "bloom", "llama")
 
 
 @pytest.mark.parametrize(("name", "masked"), [("bert", "[MASK]"), ("roberta", "<mask>")])
@@ -98,7 +98,7 @@ def test_fill_mask_pipeline_predicts_as_lmforge(export, name, masked):
     assert best["score"] == pytest.approx(ours.score, abs=1e-5)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bloom"])
+@pytest.mark.parametrize("name", ["gpt2", "bloom", "llama"])
 def test_text_generation_pipeline_continues_as_lmforge(export, name):
     from transformers import pipeline
 

@@ -1,4 +1,5 @@
-"""Parity of our models with HF GPT-2, BLOOM, BERT, RoBERTa, T5 and BART, on tiny random models.
+"""Parity of our models with HF GPT-2, BLOOM, Llama, BERT, RoBERTa, T5 and BART, on tiny random
+models.
 
 Each case builds a small random HF model from a config (no downloads), converts it with our interop
 code and compares logits (with right padding and attention masks), loss, and greedy decoding with
@@ -55,6 +56,18 @@ def _hf_config(model_type: str, num_heads: int, variant: str = ""):
         return tf.BloomConfig(
             vocab_size=VOCAB, hidden_size=48, n_layer=2, n_head=num_heads, tie_word_embeddings=tie,
         )  # fmt: skip
+    if model_type == "llama":
+        # "gqa": 6 query heads sharing 2 key/value heads; "bias": attention and MLP biases (both
+        # off in Llama, on in some derivatives). A small rope_theta turns the rotations fast, so
+        # a wrong pairing of dimensions shows at short lengths.
+        return tf.LlamaConfig(
+            vocab_size=VOCAB, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+            num_attention_heads=num_heads, num_key_value_heads=2 if variant == "gqa" else None,
+            max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=tie,
+            rope_parameters={"rope_type": "default", "rope_theta": 100.0},
+            attention_bias=variant == "bias", mlp_bias=variant == "bias", pad_token_id=0,
+            bos_token_id=None, eos_token_id=None,
+        )  # fmt: skip
     if model_type in ("bert", "roberta"):
         config_class = tf.BertConfig if model_type == "bert" else tf.RobertaConfig
         return config_class(
@@ -89,6 +102,10 @@ CASES = [
     pytest.param("gpt2", 4, "untied", id="gpt2-untied"),
     pytest.param("bloom", 4, "", id="bloom-4heads"),
     pytest.param("bloom", 6, "", id="bloom-6heads"),
+    pytest.param("llama", 4, "", id="llama-tied"),
+    pytest.param("llama", 4, "untied", id="llama-untied"),
+    pytest.param("llama", 6, "gqa", id="llama-grouped-query"),
+    pytest.param("llama", 4, "bias", id="llama-biases"),
     pytest.param("bert", 4, "", id="bert"),
     pytest.param("roberta", 4, "", id="roberta"),
     pytest.param("t5", 4, "untied", id="t5-v1.1"),
@@ -182,7 +199,7 @@ def test_loss_matches_hf(model_type, num_heads, variant):
     targets = batch.get("decoder_input_ids", batch["input_ids"])
     hf_labels = targets.masked_fill(keep == 0, IGNORE_INDEX)
     our_labels = hf_labels
-    if model_type in ("gpt2", "bloom"):
+    if model_type in ("gpt2", "bloom", "llama"):
         # HF shifts inside causal LMs; ours takes labels aligned with positions (target of t is
         # token t + 1). MLM and seq2seq labels are aligned in both.
         ignore = torch.full_like(hf_labels[:, :1], IGNORE_INDEX)
@@ -225,12 +242,14 @@ def test_cached_greedy_decoding_matches_hf_recomputation(model_type, num_heads, 
     assert torch.equal(ours, theirs)
 
 
-def test_greedy_generation_matches_transformers_generate():
+@pytest.mark.parametrize(("model_type", "num_heads", "variant"),
+                         [("gpt2", 4, ""), ("llama", 6, "gqa")])  # fmt: skip
+def test_greedy_generation_matches_transformers_generate(model_type, num_heads, variant):
     """20 greedy tokens from lmforge.generation.search.generate and transformers' generate, with
     a left-padded batch (both count positions over real tokens only)."""
     from lmforge.generation.search import SamplingConfig, generate
 
-    hf_model = _random_hf_model("gpt2", 4, "")
+    hf_model = _random_hf_model(model_type, num_heads, variant)
     model = _ours_from_hf(hf_model)
     input_ids = torch.randint(1, VOCAB, (2, 6))
     mask = torch.ones_like(input_ids)
@@ -348,8 +367,8 @@ def test_split_projection_with_a_wrong_part_is_reported():
 
 
 def test_unsupported_model_type_is_a_clear_error():
-    with pytest.raises(LmforgeError, match="supported: gpt2, bloom"):
-        get_family("llama")
+    with pytest.raises(LmforgeError, match="supported: gpt2, bloom, llama"):
+        get_family("mistral")
 
 
 SEQ2SEQ_CASES = [c for c in CASES if c.values[0] in ("t5", "bart")]

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lmforge.config.model import ModelConfig, NormConfig, PositionConfig
+from lmforge.config.model import AttentionConfig, ModelConfig, NormConfig, PositionConfig
 from lmforge.config.presets import PRESETS, get_preset
 from lmforge.models.lm import build_model
 
@@ -25,6 +25,11 @@ VARIANTS = {
     "gpt2": tiny("gpt2-tiny"),
     "bloom": tiny("bloom-tiny"),
     "rope-decoder": tiny("gpt2-tiny", position=PositionConfig(kind="rope")),
+    "llama": tiny("llama-tiny"),
+    "llama-grouped-query": tiny(
+        "llama-tiny",
+        attention=AttentionConfig(score_scale="inverse_sqrt", bias=False, num_kv_heads=2),
+    ),
     "post-norm-encoder": tiny("gpt2-tiny", family="encoder", norm=NormConfig(placement="post")),
     "bert": tiny("bert-tiny"),
     "roberta": tiny("roberta-tiny"),

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 FAMILIES: dict[str, str] = {
     "gpt2": "lmforge.interop.hf.gpt2",
     "bloom": "lmforge.interop.hf.bloom",
+    "llama": "lmforge.interop.hf.llama",
     "bert": "lmforge.interop.hf.bert",
     "roberta": "lmforge.interop.hf.roberta",
     "t5": "lmforge.interop.hf.t5",

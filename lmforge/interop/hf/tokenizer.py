@@ -10,6 +10,13 @@ produces exactly our framing's ids (and BERT's token types):
     <s> a </s>(</s> b </s>)  RobertaProcessing (byte-level)     roberta-base, facebook/bart-base
     a </s> (b </s>)          TemplateProcessing                 t5-small
     a (b)                    the tokenizer's own (none)         gpt2, bigscience/bloom
+    a (b)                    the tokenizer's own (none)         (Llama: see below)
+
+Llama's own tokenizers (LlamaTokenizerFast: meta-llama, TinyLlama) put <s> before every text
+(add_bos_token=True); SmolLM's adds nothing. lmforge's decoders, Llama presets included, are
+trained on text read as it is (`lmforge.data.framing`), so an exported Llama frames as GPT-2 does:
+adding <s> would feed the model a token it never saw in that place. A checkpoint converted from HF
+keeps this framing too: prompts to a converted meta-llama model should then start with <s>.
 
 A fine-tuned model is framed as its task framed it (GPT-2 classification: `</s> a </s>`). With
 byte-level BPE the space before a word is part of the word's token, so `<mask>` strips the space
