@@ -4,6 +4,11 @@
 CPU. Tests shrink them further with overrides (d_model 32, 2 layers). The vocabulary size of a
 preset is a default: `lmforge pretrain` replaces it with the tokenizer's (rounded up to a multiple
 of 64) unless `--model.vocab_size` is given.
+
+Presets named after a released checkpoint (gpt2-small ... gpt2-xl, bert-base/-large,
+roberta-base/-large, t5-small/-base/-large (v1.1), bart-base/-large, bloom-560m/-1b1/-1b7,
+smollm-135m, tinyllama-1.1b) have its exact shape; tests/interop/test_published_shapes.py checks
+them against the released config.json and parameter count. Dropout is 0 in every preset.
 """
 
 from __future__ import annotations
@@ -154,6 +159,36 @@ PRESETS: dict[str, ModelConfig] = {
         d_ff=3072,
         position=PositionConfig(kind="learned", max_positions=1024),
     ),
+    # GPT-2 medium, large and XL (openai-community/gpt2-medium, -large, -xl config.json): GPT-2
+    # small's architecture at 24 x 1024 (16 heads), 36 x 1280 (20 heads) and 48 x 1600 (25 heads);
+    # 355 M, 774 M and 1,558 M parameters.
+    "gpt2-medium": ModelConfig(
+        **_GPT2,
+        vocab_size=50257,
+        d_model=1024,
+        num_heads=16,
+        num_layers=24,
+        d_ff=4096,
+        position=PositionConfig(kind="learned", max_positions=1024),
+    ),
+    "gpt2-large": ModelConfig(
+        **_GPT2,
+        vocab_size=50257,
+        d_model=1280,
+        num_heads=20,
+        num_layers=36,
+        d_ff=5120,
+        position=PositionConfig(kind="learned", max_positions=1024),
+    ),
+    "gpt2-xl": ModelConfig(
+        **_GPT2,
+        vocab_size=50257,
+        d_model=1600,
+        num_heads=25,
+        num_layers=48,
+        d_ff=6400,
+        position=PositionConfig(kind="learned", max_positions=1024),
+    ),
     "bloom-tiny": ModelConfig(
         **_BLOOM,
         vocab_size=4096,
@@ -170,6 +205,24 @@ PRESETS: dict[str, ModelConfig] = {
         num_heads=16,
         num_layers=24,
         d_ff=4096,
+    ),
+    # bloom-1b1 and bloom-1b7 (bigscience/bloom-1b1, bigscience/bloom-1b7 config.json): 24 layers,
+    # 16 heads, width 1536 and 2048; 1,065 M and 1,722 M parameters.
+    "bloom-1b1": ModelConfig(
+        **_BLOOM,
+        vocab_size=250880,
+        d_model=1536,
+        num_heads=16,
+        num_layers=24,
+        d_ff=6144,
+    ),
+    "bloom-1b7": ModelConfig(
+        **_BLOOM,
+        vocab_size=250880,
+        d_model=2048,
+        num_heads=16,
+        num_layers=24,
+        d_ff=8192,
     ),
     # Quickstart size, like gpt2-tiny: 4 layers x 256 wide, 256-token context; the gated
     # feed-forward is 8/3 x d_model wide (Llama's rule: as many weights as a dense 4 x d_model one)
@@ -255,6 +308,17 @@ PRESETS: dict[str, ModelConfig] = {
         d_ff=3072,
         position=PositionConfig(kind="learned", max_positions=512),
     ),
+    # BERT large, 335 M: 24 layers, 16 heads, width 1024, d_ff 4096
+    # (google-bert/bert-large-uncased config.json).
+    "bert-large": ModelConfig(
+        **_BERT,
+        vocab_size=30522,
+        d_model=1024,
+        num_heads=16,
+        num_layers=24,
+        d_ff=4096,
+        position=PositionConfig(kind="learned", max_positions=512),
+    ),
     "roberta-tiny": ModelConfig(
         **_ROBERTA,
         vocab_size=4096,
@@ -273,6 +337,17 @@ PRESETS: dict[str, ModelConfig] = {
         num_heads=12,
         num_layers=12,
         d_ff=3072,
+        position=PositionConfig(kind="learned", max_positions=512, offset=2),
+    ),
+    # RoBERTa large, 355 M: BERT large's shape with RoBERTa base's vocabulary and 514-row
+    # position table (FacebookAI/roberta-large config.json).
+    "roberta-large": ModelConfig(
+        **_ROBERTA,
+        vocab_size=50265,
+        d_model=1024,
+        num_heads=16,
+        num_layers=24,
+        d_ff=4096,
         position=PositionConfig(kind="learned", max_positions=512, offset=2),
     ),
     # Quickstart size, like gpt2-tiny: 4 + 4 layers x 256 wide (d_head 64, T5's d_kv).
@@ -295,6 +370,27 @@ PRESETS: dict[str, ModelConfig] = {
         num_layers=8,
         num_decoder_layers=8,
         d_ff=1024,
+    ),
+    # T5 v1.1 base and large (google/t5-v1_1-base, google/t5-v1_1-large config.json): 12 + 12
+    # layers x 768 (12 heads of 64, gated d_ff 2048) and 24 + 24 layers x 1024 (16 heads of 64,
+    # gated d_ff 2816), vocabulary 32128; 248 M and 783 M parameters.
+    "t5-base": ModelConfig(
+        **_T5,
+        vocab_size=32128,
+        d_model=768,
+        num_heads=12,
+        num_layers=12,
+        num_decoder_layers=12,
+        d_ff=2048,
+    ),
+    "t5-large": ModelConfig(
+        **_T5,
+        vocab_size=32128,
+        d_model=1024,
+        num_heads=16,
+        num_layers=24,
+        num_decoder_layers=24,
+        d_ff=2816,
     ),
     # A ~34 M parameter T5 v1.1 shape for benchmarks (25 M in the blocks, 8 M in the untied
     # embedding and head).
@@ -338,6 +434,18 @@ PRESETS: dict[str, ModelConfig] = {
         num_layers=6,
         num_decoder_layers=6,
         d_ff=3072,
+        position=PositionConfig(kind="learned", max_positions=1024, offset=2),
+    ),
+    # BART large, 406 M: 12 + 12 layers, 16 heads, width 1024, d_ff 4096, 1024 positions,
+    # vocabulary 50265 (facebook/bart-large config.json).
+    "bart-large": ModelConfig(
+        **_BART,
+        vocab_size=50265,
+        d_model=1024,
+        num_heads=16,
+        num_layers=12,
+        num_decoder_layers=12,
+        d_ff=4096,
         position=PositionConfig(kind="learned", max_positions=1024, offset=2),
     ),
 }

@@ -187,6 +187,9 @@ def config_to_hf(cfg: ModelConfig) -> Any:
             f"rate for attention and residuals ({', '.join(wrong) or 'dropout rates differ'})"
         )
     activation = {"gelu_tanh": "gelu_new"}.get(cfg.mlp.activation, cfg.mlp.activation)
+    feed_forward = ("gated-" if cfg.mlp.gated else "") + activation
+    # google/t5-v1_1-* spell gated gelu_new "gated-gelu" (transformers reads it so): exports too.
+    feed_forward = {"gated-gelu_new": "gated-gelu"}.get(feed_forward, feed_forward)
     return T5Config(
         vocab_size=cfg.vocab_size,
         d_model=cfg.d_model,
@@ -199,7 +202,7 @@ def config_to_hf(cfg: ModelConfig) -> Any:
         relative_attention_max_distance=cfg.position.max_distance,
         dropout_rate=cfg.dropout,
         layer_norm_epsilon=cfg.norm.eps,
-        feed_forward_proj=("gated-" if cfg.mlp.gated else "") + activation,
+        feed_forward_proj=feed_forward,
         tie_word_embeddings=cfg.tie_word_embeddings,
         **token_ids_to_hf(cfg),
     )
