@@ -21,7 +21,8 @@ def matmul_parameters(cfg: ModelConfig, *, target_fraction: float = 1.0) -> int:
     counts for `target_fraction` of the tokens, the share that carries a label (MLM projects only
     those)."""
     D, F, A = cfg.d_model, cfg.d_ff, cfg.d_attention
-    attention = 4 * D * A
+    # q and out projections, then k and v (narrower with grouped-query attention).
+    attention = 2 * D * A + 2 * D * cfg.num_kv_heads * cfg.d_head
     mlp = (3 if cfg.mlp.gated else 2) * D * F
     cross = 4 * D * A
     num_decoder = cfg.num_decoder_layers or cfg.num_layers

@@ -92,3 +92,14 @@ def test_pretrained_llama_tiny_exports_to_llama_for_causal_lm(python_docs_data, 
         ours = model.eval()(ids).logits
         theirs = exported(input_ids=ids).logits
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)
+
+
+def test_flop_count_has_the_weights_of_grouped_query_attention():
+    """Training FLOPs count each matmul weight once per token: with grouped keys and values the
+    attention has fewer of them (embeddings and norms excepted, only the head's matrix counts)."""
+    from lmforge.training.flops import matmul_parameters
+
+    cfg = get_preset("smollm-135m")
+    model = build_model(cfg, device="meta")
+    norms = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 1)
+    assert matmul_parameters(cfg) == model.num_parameters() - norms
