@@ -103,3 +103,15 @@ def test_flop_count_has_the_weights_of_grouped_query_attention():
     model = build_model(cfg, device="meta")
     norms = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 1)
     assert matmul_parameters(cfg) == model.num_parameters() - norms
+
+
+def test_grouped_query_attention_exports_only_as_llama():
+    """The other architectures have one key/value head per query head: such a model is refused
+    with the field named, not mapped onto keys that do not fit."""
+    pytest.importorskip("transformers")
+    from lmforge.interop.hf import family_for_config
+
+    cfg = get_preset("gpt2-tiny")
+    grouped = dataclasses.replace(cfg, attention=dataclasses.replace(cfg.attention, num_kv_heads=2))
+    with pytest.raises(LmforgeError, match=r"gpt2: model\.attention\.num_kv_heads=2"):
+        family_for_config(grouped)

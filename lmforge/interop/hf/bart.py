@@ -90,6 +90,7 @@ REQUIRED = {
     "mlp.bias": True,
     "attention.bias": True,
     "attention.score_scale": "inverse_sqrt",
+    "attention.num_kv_heads": None,  # one key/value head per query head
     "head.kind": "linear",
     "head.bias": "fixed",
     "head.logit_scale": "none",

@@ -105,6 +105,7 @@ REQUIRED = {
     "mlp.bias": True,
     "attention.bias": True,
     "attention.score_scale": "inverse_sqrt",
+    "attention.num_kv_heads": None,  # one key/value head per query head
     "head.kind": "transform",
     "head.bias": "trained",
     "head.logit_scale": "none",

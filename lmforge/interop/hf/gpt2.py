@@ -130,6 +130,7 @@ REQUIRED = {
     "mlp.bias": True,
     "attention.bias": True,
     "attention.score_scale": "inverse_sqrt",
+    "attention.num_kv_heads": None,  # one key/value head per query head
     "head.kind": "linear",
     "head.bias": "none",
     "head.logit_scale": "none",

@@ -113,6 +113,7 @@ REQUIRED = {
     "mlp.bias": False,
     "attention.bias": False,
     "attention.score_scale": "none",
+    "attention.num_kv_heads": None,  # one key/value head per query head
     "head.kind": "linear",
     "head.bias": "none",
 }
