@@ -2,15 +2,14 @@
 
 Self-attention projects queries, keys and values with one fused (3D, D) matrix, rows ordered
 [q; k; v] with heads contiguous inside each: one GEMM instead of three. With grouped-query attention
-(fewer key/value heads than query heads, Ainslie et al. 2023) it projects queries and fused
-keys/values separately, as cross-attention does, so that each matrix still splits into equal
-parts; the cache stores the key/value heads, and each is repeated for its group of query heads
-just before the kernel (query head h reads key/value head h // group, as in Llama). Cross-attention
-projects
-queries from the decoder and fused keys/values (2D, D) from the encoder output, which a cache keeps
-after the first decoding step. Positional hooks (rotary, score bias) arrive precomputed from the
-stack in the `ForwardContext`; self-attention applies both unconditionally (identity / no bias for
-schemes that lack them).
+(fewer key/value heads than query heads, Ainslie et al. 2023) it projects queries, and fused
+keys/values, separately as cross-attention does: each fused matrix then holds parts of one width,
+which checkpoint conversion splits evenly. The cache stores the key/value heads; each is repeated
+for its group of query heads just before the kernel (query head h reads key/value head h // group,
+as Llama's repeat_kv). Cross-attention projects queries from the decoder and fused keys/values
+(2D, D) from the encoder output, which a cache keeps after the first decoding step. Positional
+hooks (rotary, score bias) arrive precomputed from the stack in the `ForwardContext`;
+self-attention applies both unconditionally (identity / no bias for schemes that lack them).
 """
 
 from __future__ import annotations
