@@ -2,7 +2,8 @@
 at its best learning rate from a small sweep.
 
     python bench/muon_vs_adamw.py [--models gpt2-tiny bert-tiny t5-tiny] [--steps 1500]
-        [--data ../shared/data] [--out runs/muon-vs-adamw] [--json FILE] [--smoke]
+        [--batch-factor 1] [--data ../shared/data] [--out runs/muon-vs-adamw] [--json FILE]
+        [--smoke]
 
 Data: the corpus of bench/downstream/pretrain.sh (gutenberg without the King James Bible, brown,
 us_speeches, tinyshakespeare), one tokenizer per family trained on it (`lmforge tokenizer train`:
@@ -19,6 +20,11 @@ final validation loss of AdamW's best run. Tokens-to-target and seconds-to-targe
 evaluation (every 5% of the steps) at or below the target; seconds are training-step time only
 (trainer_state's `elapsed_s`: no evaluation, no checkpointing), so Muon's Newton-Schulz iterations
 are counted. A best rate at the edge of its grid is flagged: the grid should then be widened.
+
+Learning rate against batch size: `--batch-factor K` multiplies every recipe's batch and AdamW's
+grid by sqrt(K) (the square-root rule, docs/optimizers.md). Run it with `--steps` divided by K
+(the same tokens) into another `--out`: where the rule holds, the best rate is again the grid's
+middle one and the final loss is close to the K = 1 run's.
 
 Results: a table on stdout and JSON (`--json`, default OUT/muon_vs_adamw.json). Each run is a run
 directory under OUT/runs; a finished one (result.json) is reused, an interrupted one continues from
@@ -45,6 +51,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 class Recipe:
     tokenizer: str
     """`lmforge tokenizer train --kind`."""
+    batch_size: int
+    """Sequences per step (pretrain.sh's)."""
     args: tuple[str, ...]
     """pretrain.sh's training options of this model."""
     adamw_lrs: tuple[float, ...]
@@ -53,13 +61,11 @@ class Recipe:
 
 
 RECIPES = {
-    "gpt2-tiny": Recipe("bpe", ("--train.batch_size=8", "--train.seq_len=256"),
-                        adamw_lrs=(1e-3, 2e-3, 4e-3)),
-    "bert-tiny": Recipe("wordpiece", ("--train.batch_size=32", "--train.seq_len=128",
-                                      "--objective.mask_rate=0.3", "--model.norm.placement=pre"),
+    "gpt2-tiny": Recipe("bpe", 8, ("--train.seq_len=256",), adamw_lrs=(1e-3, 2e-3, 4e-3)),
+    "bert-tiny": Recipe("wordpiece", 32, ("--train.seq_len=128", "--objective.mask_rate=0.3",
+                                          "--model.norm.placement=pre"),
                         adamw_lrs=(5e-4, 1e-3, 2e-3), tokenizer_args=("--cased",)),
-    "t5-tiny": Recipe("unigram", ("--train.batch_size=8", "--train.seq_len=256",
-                                  "--objective.kind=span_corruption"),
+    "t5-tiny": Recipe("unigram", 8, ("--train.seq_len=256", "--objective.kind=span_corruption"),
                       adamw_lrs=(5e-4, 1e-3, 2e-3)),
 }  # fmt: skip
 MUON_FACTORS = (1.0, 2.0, 4.0)
@@ -72,8 +78,8 @@ EXCLUDED = ("bible-kjv",)
 """pretrain.sh's corpus leaves the King James Bible out."""
 
 SMOKE_MODEL = ("--model.d_model=32", "--model.num_heads=2", "--model.num_layers=2",
-               "--model.d_ff=64", "--train.seq_len=32", "--train.batch_size=4",
-               "--train.precision=fp32")  # fmt: skip
+               "--model.d_ff=64", "--train.seq_len=32", "--train.precision=fp32")  # fmt: skip
+SMOKE_BATCH = 4
 SMOKE_STEPS = 3
 SMOKE_FACTORS = (1.0, 2.0)
 
@@ -125,6 +131,7 @@ def check(code: int, what: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class Run:
     model: str
+    batch_size: int
     optimizer: str
     lr: float
     """train.lr: AdamW's rate (with Muon: the rate of the parameters Muon does not take)."""
@@ -133,14 +140,15 @@ class Run:
     @property
     def name(self) -> str:
         muon = f"-muon_lr{self.muon_lr:g}" if self.muon_lr is not None else ""
-        return f"{self.model}-{self.optimizer}-lr{self.lr:g}{muon}"
+        return f"{self.model}-b{self.batch_size}-{self.optimizer}-lr{self.lr:g}{muon}"
 
 
 def run_args(run: Run, data: Path, run_dir: Path, steps: int, smoke: bool) -> list[str]:
     every = max(1, steps // 20)
     args = [
         "pretrain", run.model, f"--data.path={data}", f"--run.dir={run_dir}",
-        f"--train.max_steps={steps}", f"--train.lr={run.lr}",
+        f"--train.max_steps={steps}", f"--train.batch_size={run.batch_size}",
+        f"--train.lr={run.lr}",
         f"--train.warmup_steps={max(1, steps // 10)}", f"--eval.every={every}",
         f"--log.every={every}", f"--checkpoint.every={0 if smoke else steps // 5}",
         f"--optim.kind={run.optimizer}", *RECIPES[run.model].args, *COMMON,
@@ -184,14 +192,17 @@ def read_curve(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def sweep(model: str, data: Path, out: Path, steps: int, smoke: bool) -> list[dict[str, Any]]:
-    """AdamW's grid, then Muon's rates around AdamW's best."""
+def sweep(
+    model: str, data: Path, out: Path, *, steps: int, batch_factor: int, smoke: bool
+) -> list[dict[str, Any]]:
+    """AdamW's grid (scaled by sqrt(batch_factor)), then Muon's rates around AdamW's best."""
     recipe = RECIPES[model]
-    adamw_lrs = recipe.adamw_lrs[:2] if smoke else recipe.adamw_lrs
-    adamw = [train(Run(model, "adamw", lr), data, out, steps, smoke) for lr in adamw_lrs]
+    batch = (SMOKE_BATCH if smoke else recipe.batch_size) * batch_factor
+    adamw_lrs = [lr * math.sqrt(batch_factor) for lr in recipe.adamw_lrs[: 2 if smoke else 3]]
+    adamw = [train(Run(model, batch, "adamw", lr), data, out, steps, smoke) for lr in adamw_lrs]
     best_lr = best(adamw)["lr"]
     muon = [
-        train(Run(model, "muon", best_lr, best_lr * factor), data, out, steps, smoke)
+        train(Run(model, batch, "muon", best_lr, best_lr * factor), data, out, steps, smoke)
         for factor in (SMOKE_FACTORS if smoke else MUON_FACTORS)
     ]
     return adamw + muon
@@ -271,21 +282,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per run")
+    parser.add_argument(
+        "--batch-factor",
+        type=int,
+        default=1,
+        help="multiply the batch sizes by this, the AdamW rates by its sqrt",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--out", type=Path, default=Path("runs/muon-vs-adamw"))
     parser.add_argument("--json", type=Path, help="default: OUT/muon_vs_adamw.json")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_STEPS} steps, tiny models")
     args = parser.parse_args(argv)
+    if args.batch_factor < 1 or args.steps < 1:
+        parser.error("--batch-factor and --steps must be at least 1")
     steps = SMOKE_STEPS if args.smoke else args.steps
     args.out.mkdir(parents=True, exist_ok=True)
     summaries, runs = [], []
     for model in args.models:
         data = prepare(model, args.data, args.out, args.smoke)
-        model_runs = sweep(model, data, args.out, steps, args.smoke)
+        model_runs = sweep(model, data, args.out, steps=steps, batch_factor=args.batch_factor,
+                           smoke=args.smoke)  # fmt: skip
         runs += model_runs
         summaries.append(summarize(model, model_runs))
     print_table(summaries)
-    report = {"steps": steps, "smoke": args.smoke, "summaries": summaries, "runs": runs}
+    report = {"steps": steps, "batch_factor": args.batch_factor, "smoke": args.smoke,
+              "summaries": summaries, "runs": runs}  # fmt: skip
     (args.json or args.out / "muon_vs_adamw.json").write_text(json.dumps(report, indent=1))
     return 0
 

@@ -48,6 +48,7 @@ def test_smoke_sweeps_both_optimizers_and_reuses_finished_runs(
     # Muon's rates are multiples of AdamW's best; the rest of the model keeps AdamW's best rate.
     assert {run["lr"] for run in runs[2:]} == {summary["adamw"]["lr"]}
     assert [run["muon_lr"] / run["lr"] for run in runs[2:]] == [1.0, 2.0]
+    assert {run["batch_size"] for run in runs} == {4}
     assert summary["adamw"]["tokens_to_target"] is not None  # AdamW's best reaches its own loss
     assert f"| {model} | muon |" in capsys.readouterr().out
 
@@ -61,9 +62,29 @@ def test_smoke_sweeps_both_optimizers_and_reuses_finished_runs(
 
 def test_full_benchmark_runs_are_valid_configurations(bench, tmp_path: Path) -> None:  # noqa: ANN001
     for model in bench.RECIPES:
-        run = bench.Run(model, "muon", 1e-3, 2e-3)
+        run = bench.Run(model, 64, "muon", 1e-3, 2e-3)
         args = bench.run_args(run, tmp_path / "data", tmp_path / run.name, 1500, smoke=False)
         config = load_run_config(model, args[2:])
         assert config.optim.kind == "muon" and config.optim.muon_lr == 2e-3
         assert config.train.precision == "bf16" and config.train.max_steps == 1500
         assert config.eval.every == 75 == config.log.every
+        assert config.train.batch_size == 64
+
+
+def test_batch_factor_scales_the_batch_and_the_adamw_grid_by_its_sqrt(
+    bench,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    trained = []
+
+    def fake_train(run, *_) -> dict:  # noqa: ANN001
+        trained.append(run)
+        # AdamW's middle rate is best: Muon's rates are multiples of it.
+        return {"lr": run.lr, "final_val_loss": abs(run.lr - 2e-3 * 2) + (run.muon_lr or 0)}
+
+    monkeypatch.setattr(bench, "train", fake_train)
+    bench.sweep("gpt2-tiny", tmp_path, tmp_path, steps=10, batch_factor=4, smoke=False)
+    assert {run.batch_size for run in trained} == {32}
+    assert [run.lr for run in trained[:3]] == pytest.approx([2e-3, 4e-3, 8e-3])
+    assert [run.muon_lr for run in trained[3:]] == pytest.approx([4e-3, 8e-3, 16e-3])
