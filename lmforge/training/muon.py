@@ -68,11 +68,6 @@ class MuonWithAdamW:
     def param_groups(self) -> list[dict[str, Any]]:
         return [*self.adamw.param_groups, *self.muon.param_groups]
 
-    @property
-    def state(self) -> dict[nn.Parameter, dict[str, Any]]:
-        """Per-parameter state of both optimizers (read-only view: the parameters are disjoint)."""
-        return {**self.adamw.state, **self.muon.state}
-
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
