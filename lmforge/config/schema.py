@@ -86,7 +86,9 @@ class TrainSection:
     min_lr_ratio: float = 0.1
     """Learning rate at max_steps, as a fraction of lr."""
     warmup_steps: int = 100
-    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    decay: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    """wsd: warmup-stable-decay (peak lr until the last decay_fraction of max_steps, then the
+    cooldown); a run resumed from its stable phase with a larger max_steps continues at peak."""
     weight_decay: float = 0.1
     """AdamW decoupled weight decay; never applied to biases, norms or embeddings."""
     beta1: float = 0.9
@@ -97,6 +99,10 @@ class TrainSection:
     """Autocast precision of the forward pass; weights and optimizer state stay fp32."""
     compile: bool = False
     """torch.compile the model (slower start, faster steps)."""
+    decay_fraction: float = 0.2
+    """wsd only: fraction of max_steps the cooldown takes, in (0, 1] (Hägele et al. 2024: 0.2)."""
+    cooldown: Literal["linear", "1-sqrt"] = "linear"
+    """wsd only: the cooldown's shape from lr to min_lr_ratio * lr (1-sqrt: Hägele et al. 2024)."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len"):
@@ -109,6 +115,35 @@ class TrainSection:
         _require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]")
         _require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         _require(self.grad_clip >= 0, "train.grad_clip must be >= 0")
+        _require(0 < self.decay_fraction <= 1, "train.decay_fraction must be in (0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimSection:
+    kind: Literal["adamw", "muon"] = "adamw"
+    """adamw: AdamW for every parameter; muon: Muon for the 2-D weights inside transformer blocks
+    (attention and MLP projections), AdamW (train.lr, train.weight_decay) for the rest."""
+    muon_lr: float | None = None
+    """muon only: peak learning rate of the Muon weights; None: train.lr (with the default
+    muon_adjust_lr, Muon's update has AdamW's RMS, so one rate can serve both)."""
+    muon_momentum: float = 0.95
+    """muon only: momentum of the gradient average that is orthogonalised, in [0, 1)."""
+    muon_nesterov: bool = True
+    """muon only: orthogonalise the Nesterov look-ahead rather than the momentum buffer."""
+    muon_weight_decay: float | None = None
+    """muon only: decoupled weight decay of the Muon weights; None: train.weight_decay."""
+    muon_adjust_lr: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
+    """muon only: match_rms_adamw scales each update by 0.2 sqrt(max(rows, cols)) (Moonlight:
+    AdamW's learning rates carry over); original by sqrt(max(1, rows / cols)) (Keller Jordan's,
+    whose rates are ~0.02)."""
+
+    def __post_init__(self) -> None:
+        _require(self.muon_lr is None or self.muon_lr > 0, "optim.muon_lr must be > 0")
+        _require(0 <= self.muon_momentum < 1, "optim.muon_momentum must be in [0, 1)")
+        _require(
+            self.muon_weight_decay is None or self.muon_weight_decay >= 0,
+            "optim.muon_weight_decay must be >= 0",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +182,7 @@ class RunConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     log: LogSection = field(default_factory=LogSection)
+    optim: OptimSection = field(default_factory=OptimSection)
     resume: str = "auto"
     """auto: continue from RUN_DIR's newest checkpoint if there is one; never; or a checkpoint
     path."""

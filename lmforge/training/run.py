@@ -100,6 +100,7 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         lr=config.train.lr,
         weight_decay=config.train.weight_decay,
         betas=(config.train.beta1, config.train.beta2),
+        optim=config.optim,
     )
     return Trainer(
         config=config,

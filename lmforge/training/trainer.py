@@ -214,6 +214,8 @@ class Trainer:
             max_steps=train.max_steps,
             decay=train.decay,
             min_lr_ratio=train.min_lr_ratio,
+            decay_fraction=train.decay_fraction,
+            cooldown=train.cooldown,
         )
 
     def _step_batches(self) -> list[dict[str, torch.Tensor]]:
