@@ -258,7 +258,7 @@ def pretrain(plan: Plan, data_dir: Path, out: Path, minutes: float, tokens_per_s
         # The throughput benchmark's tokens/s (its batch is the run's micro-batch), less 10% for
         # evaluation and logging; compile time comes on top of the minutes.
         steps = max(1, int(0.9 * minutes * 60 * (tokens_per_s or 0) / tokens_per_step))
-    run_dir = out / "pretrain-run"
+    run_dir = out / time.strftime("pretrain-%Y%m%d-%H%M%S")  # a rerun never meets an old run
     start = time.perf_counter()
     _lmforge("pretrain", plan.pretrain_preset, f"--data.path={data_dir}", f"--run.dir={run_dir}",
              f"--train.max_steps={steps}", "--log.progress=false", "--log.tensorboard=false",
