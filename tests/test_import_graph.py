@@ -4,7 +4,7 @@ imports without torch, so configurations can be checked anywhere.
 
     ground floor   errors; config (errors); data, run_dir (config, errors); kernels (torch only)
     layers -> models -> interop, generation -> objectives, tasks -> training -> bench, api -> cli
-    evaluation and distributed stand on the ground floor alone.
+    evaluation and distributed stand on the ground floor alone (distributed: and kernels).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ ALLOWED: dict[str, set[str]] = {
     "run_dir": {"config", "errors"},
     "kernels": {"errors"},
     "evaluation": _GROUND,
-    "distributed": _GROUND,
+    # The device choice applies the CPU process's allocator policy (kernels/allocator.py).
+    "distributed": _GROUND | {"kernels"},
     "layers": _GROUND | {"kernels"},
     "models": _MODELS | {"kernels"},
     "interop": _GROUND | {"models"},

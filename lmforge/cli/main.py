@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = extra
     if args.command in _MODEL_COMMANDS:
         from lmforge.kernels.allocator import keep_freed_memory
+        from lmforge.kernels.dispatch import default_device
 
-        keep_freed_memory()
+        keep_freed_memory(default_device())  # --run.device=cpu: applied again at device choice
     try:
         return int(args.func(args) or 0)
     except LmforgeError as error:

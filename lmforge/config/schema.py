@@ -97,12 +97,17 @@ class TrainSection:
     """Maximum global gradient norm; 0 disables clipping."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast precision of the forward pass; weights and optimizer state stay fp32."""
-    compile: bool = False
-    """torch.compile the model (slower start, faster steps)."""
+    compile: bool | Literal["auto"] = "auto"
+    """torch.compile the model (slower start, faster steps); auto: on CUDA, not on the CPU."""
     decay_fraction: float = 0.2
     """wsd only: fraction of max_steps the cooldown takes, in (0, 1] (Hägele et al. 2024: 0.2)."""
     cooldown: Literal["linear", "1-sqrt"] = "linear"
     """wsd only: the cooldown's shape from lr to min_lr_ratio * lr (1-sqrt: Hägele et al. 2024)."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward pass instead of keeping
+    them: about one block's activations in memory instead of all of them, for ~1/3 more compute."""
+    skip_memory_check: bool = False
+    """Start even when the memory estimate (training/memory.py) exceeds the device's free memory."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len"):

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from lmforge.errors import LmforgeError
+from lmforge.kernels.allocator import keep_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def choose_device(preference: DevicePreference, local_rank: int = 0) -> torch.de
     if preference == "cuda" and not has_cuda:
         raise LmforgeError("--run.device=cuda but no CUDA GPU is visible; use --run.device=cpu")
     if preference == "cpu" or not has_cuda:
+        keep_freed_memory("cpu")  # the CPU process's allocator policy (kernels/allocator.py)
         return torch.device("cpu")
     count = torch.cuda.device_count()
     if local_rank >= count:
@@ -103,6 +105,15 @@ def choose_device(preference: DevicePreference, local_rank: int = 0) -> torch.de
             f"start at most {count} processes per node (torchrun --nproc-per-node {count})"
         )
     return torch.device("cuda", local_rank)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a batch of host tensors to `device`. To a GPU from pinned (page-locked) memory and
+    `non_blocking`: the DMA copy then runs asynchronously, queued behind the kernels already
+    launched, instead of the host waiting for it (a pageable copy is staged and synchronous)."""
+    if device.type != "cuda":
+        return {key: value.to(device) for key, value in batch.items()}
+    return {key: value.pin_memory().to(device, non_blocking=True) for key, value in batch.items()}
 
 
 def _env_int(name: str, default: int) -> int:

@@ -20,6 +20,10 @@ import functools
 import logging
 import sys
 
+import torch
+
+from lmforge.kernels.dispatch import cpu_kernels_apply
+
 logger = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
@@ -30,10 +34,12 @@ _TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes an int: never trim below 2 GiB 
 
 
 @functools.cache
-def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds for this process (once); False where the C library
-    is not glibc (macOS, Windows, musl), which then keeps its own policy."""
-    if not sys.platform.startswith("linux"):
+def keep_freed_memory(device: torch.device | str = "cpu") -> bool:
+    """Raise glibc's mmap and trim thresholds for this process (once) when it computes on
+    `device`'s CPU; False where the C library is not glibc (macOS, Windows, musl), which then keeps
+    its own policy, and for a process that computes on a GPU (`kernels.dispatch`: its tensors live
+    in the CUDA caching allocator, and the measured gain was the CPU step's)."""
+    if not cpu_kernels_apply(device) or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None)

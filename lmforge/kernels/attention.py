@@ -20,6 +20,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from lmforge.kernels.dispatch import cpu_kernels_apply
+
 MATMUL_ATTENTION_MAX_SCORES = 1 << 24
 """Largest B * H * T * S (scores of one layer: 32 MiB in bf16) the CPU matmul path takes."""
 
@@ -27,7 +29,7 @@ MATMUL_ATTENTION_MAX_SCORES = 1 << 24
 def _uses_matmul_attention(q: torch.Tensor, k: torch.Tensor) -> bool:
     B, H, T, _ = q.shape
     return (
-        q.device.type == "cpu"
+        cpu_kernels_apply(q.device)
         and q.dtype == torch.bfloat16
         and T > 1  # one query (cached decoding): SDPA's kernel is already cheap there
         and B * H * T * k.shape[2] <= MATMUL_ATTENTION_MAX_SCORES

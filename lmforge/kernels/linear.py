@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.errors import LmforgeError
+from lmforge.kernels.dispatch import cpu_kernels_apply
 
 _BACKENDS = ("auto", "onednn", "aten")
 
@@ -71,7 +72,7 @@ def _onednn_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = Non
 def _uses_onednn(*tensors: torch.Tensor) -> bool:
     first = tensors[0]
     return (
-        first.device.type == "cpu"
+        cpu_kernels_apply(first.device)
         and all(t.dtype == torch.float32 for t in tensors)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lmforge.kernels.dispatch import cpu_kernels_apply
+
 # Remove padding when at least this fraction of a batch's positions is padding (measured: below
 # it the row copies cost more than the token-wise work they save).
 MIN_PADDING_FRACTION = 0.1
@@ -37,8 +39,10 @@ class Unpadded:
     def of(cls, attention_mask: torch.Tensor, min_padding: float | None = None) -> Unpadded | None:
         """The layout of `attention_mask` (B, T), 1 = real token; None where less than
         `min_padding` (default MIN_PADDING_FRACTION) of it is padding (the padded path is then the
-        faster one), and under torch.compile (data-dependent shapes: compiled code keeps pads)."""
-        if torch.compiler.is_compiling():
+        faster one), under torch.compile (data-dependent shapes: compiled code keeps pads) and off
+        the CPU (`kernels.dispatch`: the threshold was measured on CPUs, and finding the real
+        tokens would make the host wait for the GPU every forward pass)."""
+        if torch.compiler.is_compiling() or not cpu_kernels_apply(attention_mask.device):
             return None
         min_padding = MIN_PADDING_FRACTION if min_padding is None else min_padding
         B, T = attention_mask.shape

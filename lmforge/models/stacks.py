@@ -6,12 +6,18 @@ the decoder of an encoder-decoder model (causal, cross-attending). Each stack ow
 segment embeddings and embedding norm, and, with pre-norm, the final norm. A forward pass turns its
 inputs into one `ForwardContext` (masks, rotary, cache, encoder output, padding-removal layout)
 that every block reads.
+
+Activation checkpointing (`set_activation_checkpointing`) is a stack's choice too: it wraps each
+block call in `torch.utils.checkpoint`, so a training forward keeps only the blocks' inputs and the
+backward pass recomputes each block's inside (Chen et al. 2016, "Training Deep Nets with Sublinear
+Memory Cost").
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lmforge.config.model import ModelConfig
 from lmforge.kernels.unpadding import Unpadded
@@ -48,6 +54,8 @@ class Stack(nn.Module):
         )
         self.final_norm = build_norm(cfg.norm, cfg.d_model) if cfg.norm.placement == "pre" else None
         self.final_dropout = _dropout(cfg.norm.final_dropout)  # T5Stack drops after it
+        self.activation_checkpointing = False
+        """Recompute each block in the backward pass (training only); a run's choice, not saved."""
 
     def embed(
         self,
@@ -102,11 +110,24 @@ class Stack(nn.Module):
         if ctx.unpadded is not None:
             x = ctx.unpadded.unpad(x)
         for block in self.blocks:
-            x = block(x, ctx)
+            x = self._run_block(block, x, ctx)
         if cache is not None:
             cache.advance(T)
         x = x if self.final_norm is None else self.final_dropout(self.final_norm(x))
         return x if ctx.unpadded is None else ctx.unpadded.pad(x)
+
+    def _run_block(
+        self, block: TransformerBlock, x: torch.Tensor, ctx: ForwardContext
+    ) -> torch.Tensor:
+        """block(x, ctx), checkpointed when that is asked for and a backward pass will follow."""
+        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
+            return block(x, ctx)
+        # A KV cache is written during the forward pass: a recomputation would append twice.
+        assert ctx.cache is None, "activation checkpointing is for training, without a KV cache"
+        # use_reentrant=False: the variant torch recommends (works with keyword arguments, inputs
+        # that need no grad, torch.compile and FSDP2). preserve_rng_state=True: the recomputation
+        # draws the same dropout masks as the forward pass, so gradients do not change.
+        return checkpoint(block, x, ctx, use_reentrant=False, preserve_rng_state=True)
 
     @staticmethod
     def _positions(
@@ -171,6 +192,15 @@ class Stack(nn.Module):
         if attention_mask is None or cache is not None or self.has_cross_attention:
             return None
         return Unpadded.of(attention_mask)
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool) -> nn.Module:
+    """Turn activation checkpointing of every stack in `model` on or off; return the model. Call it
+    before wrapping (DDP, FSDP, torch.compile)."""
+    for module in model.modules():
+        if isinstance(module, Stack):
+            module.activation_checkpointing = enabled
+    return model
 
 
 def _dropout(rate: float | None) -> nn.Module:

@@ -18,11 +18,14 @@ from lmforge.data.tokenizer import Tokenizer, load_tokenizer
 from lmforge.distributed.parallelize import parallelize
 from lmforge.distributed.setup import barrier, init_distributed
 from lmforge.errors import LmforgeError
+from lmforge.kernels.dispatch import should_compile
 from lmforge.models.lm import build_model
+from lmforge.models.stacks import set_activation_checkpointing
 from lmforge.models.weights import load_model_weights
 from lmforge.objectives.base import build_objective, resolve_objective_kind
 from lmforge.run_dir import check_run_dir, token_ids, write_run_files
 from lmforge.training.flops import measure_matmul_peak
+from lmforge.training.memory import check_memory
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import Precision, check_fp16_stable
 from lmforge.training.trainer import Trainer
@@ -79,6 +82,8 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         tokenizer=tokenizer,
         source=config.data.path,
     )
+    # Before anything is written or allocated: a run that cannot fit stops here, in one line.
+    check_memory(build_model(model_config, device="meta"), config, context, precision.dtype)
     resume_from = check_run_dir(config)
     # Every rank decides before rank 0 writes: a slower rank would see a half-made run directory.
     barrier()
@@ -89,10 +94,11 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
     raw_model = build_model(model_config, device=context.device)
     if config.init_from is not None and resume_from is None:
         load_model_weights(config.init_from, raw_model)
+    set_activation_checkpointing(raw_model, config.train.activation_checkpointing)
     model = parallelize(
         raw_model,
         context,
-        compile=config.train.compile,
+        compile=should_compile(config.train.compile, context.device),
         unused_parameters=raw_model.unused_parameter_names(),
     )
     optimizer = build_optimizer(

@@ -27,7 +27,7 @@ from lmforge.config.loading import to_dict
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset
 from lmforge.data.windows import WindowSampler, check_split_size, eval_batches, micro_batches
-from lmforge.distributed.setup import DistributedContext, all_reduce_sum
+from lmforge.distributed.setup import DistributedContext, all_reduce_sum, to_device
 from lmforge.objectives.base import Objective
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.flops import training_flops_per_token
@@ -235,9 +235,7 @@ class Trainer:
         for index, rows in enumerate(windows):
             generator = seeded_generator(self.config.run.seed, self.state.step, first + index)
             batch = self.objective.make_batch(rows, generator)
-            batches.append(
-                {k: v.to(self.context.device, non_blocking=True) for k, v in batch.items()}
-            )
+            batches.append(to_device(batch, self.context.device))  # pinned, async on CUDA
         return batches
 
     def _global_target_count(self, batches: list[dict[str, torch.Tensor]]) -> int:

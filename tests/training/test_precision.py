@@ -49,3 +49,31 @@ def test_fp16_is_refused_for_t5_style_models_only() -> None:
     check_fp16_stable("bf16", get_preset("t5-tiny"))
     check_fp16_stable("fp16", get_preset("bart-tiny"))
     check_fp16_stable("fp16", get_preset("gpt2-tiny"))
+
+
+def test_cuda_precisions_turn_on_tf32_matmuls_and_cpu_ones_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lmforge.training.precision as precision_module
+
+    calls = []
+    monkeypatch.setattr(precision_module, "allow_tf32_matmuls", lambda: calls.append(1))
+    Precision.from_name("fp32", "cpu")
+    Precision.from_name("bf16", "cpu")
+    assert calls == []
+    Precision.from_name("fp32", "cuda")  # fp32 needs no capability check: testable without a GPU
+    assert calls == [1]
+
+
+def test_tf32_is_set_through_torch_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lmforge.training.precision import allow_tf32_matmuls
+
+    precisions = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", precisions.append)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    with caplog.at_level("INFO"):
+        allow_tf32_matmuls.__wrapped__()
+    assert precisions == ["high"] and torch.backends.cudnn.allow_tf32 is True
+    assert "TF32" in caplog.text
