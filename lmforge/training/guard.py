@@ -94,8 +94,10 @@ class DivergenceGuard:
         return self.consecutive_bad >= self.max_bad_steps
 
     def describe(self) -> str:
-        """The divergence in words, e.g. '5 updates in a row skipped (last: loss is nan)'."""
-        return f"{self.consecutive_bad} updates in a row skipped (last: {self.last_reason})"
+        """The divergence in words, e.g. '5 skipped updates in a row (last: loss is nan)'."""
+        count = self.consecutive_bad
+        plural = "s" if count != 1 else ""
+        return f"{count} skipped update{plural} in a row (last: {self.last_reason})"
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state, saved with every checkpoint so a resumed run judges alike."""

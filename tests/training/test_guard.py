@@ -35,7 +35,7 @@ def test_a_non_finite_loss_or_gradient_norm_is_a_bad_step(loss: float, grad_norm
     assert not guard.has_diverged
     assert _judge(guard, loss, grad_norm) is Verdict.SKIP
     assert guard.has_diverged and guard.skipped_steps == 2
-    assert "2 updates in a row skipped" in guard.describe()
+    assert "2 skipped updates in a row" in guard.describe()
 
 
 def test_a_good_step_ends_the_streak_and_the_count_of_skips_stays() -> None:
