@@ -86,8 +86,9 @@ class FinetuneTrainSection:
     or whose loss spikes, is skipped; this many skipped in a row and the run stops with one line
     (the best checkpoint so far is kept)."""
     spike_factor: float = 10.0
-    """A loss above this many times the mean of the last 50 accepted ones (and above 1 nat) is a
-    spike and its update is skipped; 0: no spike test."""
+    """A loss above this many times the moving average of the accepted ones (about the last 50
+    steps; an average under 1 nat counts as 1) is a spike and its update is skipped; 0: no spike
+    test."""
 
     def __post_init__(self) -> None:
         _require_number("train.epochs", self.epochs, self.epochs > 0, "a finite number > 0")

@@ -142,8 +142,9 @@ class TrainSection:
     or whose loss spikes, is skipped; this many skipped in a row and the run has diverged (what
     then: on_divergence)."""
     spike_factor: float = 10.0
-    """A loss above this many times the mean of the last 50 accepted ones (and above 1 nat) is a
-    spike and its update is skipped; 0: no spike test."""
+    """A loss above this many times the moving average of the accepted ones (about the last 50
+    steps; an average under 1 nat counts as 1) is a spike and its update is skipped; 0: no spike
+    test."""
     on_divergence: Literal["stop", "rollback"] = "stop"
     """stop: end with one error line naming the last good checkpoint; rollback: continue from
     that checkpoint with the learning rate times rollback_lr_factor (at most max_rollbacks times,

@@ -3,8 +3,8 @@
     loss not finite                      -> skip the update (a bad step)
     gradient norm not finite             -> fp16: the grad scaler's overflow (it skips and lowers
                                             its scale; counted, not bad); otherwise a bad step
-    loss > spike_factor x recent mean    -> skip the update (a bad step)
-    otherwise                            -> update; the loss joins the recent mean
+    loss > spike_factor x loss average   -> skip the update (a bad step)
+    otherwise                            -> update; the loss joins the average
 
 `max_bad_steps` bad steps in a row and the run has diverged: the caller stops or rolls back
 (training/trainer.py, training/finetune.py). A skipped step still counts as a step: the data order,
@@ -22,15 +22,15 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections import deque
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-_HISTORY = 50
-"""Accepted losses the spike test averages over."""
-_MIN_HISTORY = 10
-"""Accepted losses needed before spikes are judged: the first steps' losses fall steeply."""
+_AVERAGE_DECAY = 0.98
+"""The spike test's reference is an exponential moving average of the accepted losses (memory of
+about 50 steps) started at the first one. A window mean would be too short at the start: a run
+whose learning rate is far too high grows its loss a few times per step from step 2 on, and the
+mean of the last few steps follows it up; the slow average stays near the first losses."""
 _SPIKE_FLOOR = 1.0
 """Nats: a mean below it counts as 1 in the spike test. Near-zero losses (a fine-tuned classifier
 at 0.01) jump tenfold on one hard batch; that is noise, not divergence."""
@@ -53,7 +53,8 @@ class DivergenceGuard:
     def __init__(self, *, max_bad_steps: int = 5, spike_factor: float = 10.0) -> None:
         self.max_bad_steps = max_bad_steps
         self.spike_factor = spike_factor
-        self.recent: deque[float] = deque(maxlen=_HISTORY)
+        self.loss_average: float | None = None
+        """Of the accepted losses; None before the first."""
         self.consecutive_bad = 0
         self.skipped_steps = 0
         """Updates not applied in the whole run (bad steps and fp16 overflows)."""
@@ -72,7 +73,10 @@ class DivergenceGuard:
             self.skipped_steps += 1
             return Verdict.OVERFLOW
         self.consecutive_bad = 0
-        self.recent.append(loss)
+        average = self.loss_average
+        self.loss_average = (
+            loss if average is None else _AVERAGE_DECAY * average + (1 - _AVERAGE_DECAY) * loss
+        )
         return Verdict.UPDATE
 
     def _why_bad(self, loss: float, grad_norm: float, scaler_handles_overflow: bool) -> str | None:
@@ -80,11 +84,11 @@ class DivergenceGuard:
             return f"loss is {loss}"
         if not math.isfinite(grad_norm) and not scaler_handles_overflow:
             return f"gradient norm is {grad_norm}"
-        if self.spike_factor and len(self.recent) >= _MIN_HISTORY:
-            mean = sum(self.recent) / len(self.recent)
-            if loss > self.spike_factor * max(mean, _SPIKE_FLOOR):
+        average = self.loss_average
+        if self.spike_factor and average is not None:
+            if loss > self.spike_factor * max(average, _SPIKE_FLOOR):
                 return (
-                    f"loss {loss:.4g} spiked past {self.spike_factor:g}x the recent mean {mean:.4g}"
+                    f"loss {loss:.4g} spiked past {self.spike_factor:g}x the average {average:.4g}"
                 )
         return None
 
@@ -102,14 +106,14 @@ class DivergenceGuard:
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state, saved with every checkpoint so a resumed run judges alike."""
         return {
-            "recent": list(self.recent),
+            "loss_average": self.loss_average,
             "consecutive_bad": self.consecutive_bad,
             "skipped_steps": self.skipped_steps,
             "last_reason": self.last_reason,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.recent = deque(state.get("recent", []), maxlen=_HISTORY)
+        self.loss_average = state.get("loss_average")
         self.consecutive_bad = int(state.get("consecutive_bad", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.last_reason = str(state.get("last_reason", ""))

@@ -313,7 +313,8 @@ class Trainer:
         return step == self.config.train.max_steps or (every > 0 and step % every == 0)
 
     def maybe_log(self, result: StepResult, tokens_per_s: float) -> bool:
-        if not self._is_due(self.config.log.every):
+        # A skipped update is always logged: the record of a divergence is its bad steps.
+        if not self._is_due(self.config.log.every) and result.verdict is not Verdict.SKIP:
             return False
         flops = tokens_per_s * self.flops_per_token
         row = {
@@ -430,9 +431,10 @@ class Trainer:
             what += f" after {self.state.rollbacks} rollbacks"
         lr = train.lr * self.state.lr_scale
         kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved"
+        hint = " (or --train.on_divergence=rollback)" if train.on_divergence == "stop" else ""
         raise LmforgeError(
             f"{what}; {kept}; rerun with a lower --train.lr (now {lr:g}) or more "
-            f"--train.warmup_steps (or --train.on_divergence=rollback)"
+            f"--train.warmup_steps{hint}"
         )
 
     def _roll_back(self, checkpoint: Path, what: str) -> None:
