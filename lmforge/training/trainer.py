@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from lmforge.config.loading import to_dict
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset
-from lmforge.data.windows import WindowSampler, check_split_size, eval_batches, micro_batches
+from lmforge.data.windows import WindowSampler, check_split_size, micro_batches
 from lmforge.distributed.setup import DistributedContext, all_reduce_sum, barrier
 from lmforge.errors import LmforgeError, RunStopped
 from lmforge.objectives.base import Objective
@@ -41,22 +39,13 @@ from lmforge.training.guard import DivergenceGuard, Verdict, warn_if_lr_is_high
 from lmforge.training.metrics import MetricsWriter
 from lmforge.training.precision import Precision
 from lmforge.training.progress import TrainingProgress
+from lmforge.training.rng import seeded_generator
 from lmforge.training.schedules import lr_at
 from lmforge.training.step import TrainingStep
 from lmforge.training.stopping import GracefulStop
+from lmforge.training.validation import Validation
 
 logger = logging.getLogger(__name__)
-
-_EVAL_SEED = 20_190_101
-"""Seeds the validation batches' randomness (MLM masks): the same masks at every evaluation and in
-every run, so validation metrics are comparable across steps and runs."""
-
-
-def seeded_generator(*keys: int) -> torch.Generator:
-    """A CPU generator seeded from integer keys, well mixed (numpy's SeedSequence), so nearby keys
-    such as consecutive steps give unrelated streams."""
-    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
-    return torch.Generator().manual_seed(seed)
 
 
 @dataclass
@@ -112,7 +101,16 @@ class Trainer:
         window_len = objective.raw_length(train.seq_len)
         self.sampler = WindowSampler(train_data, window_len, seed=config.run.seed)
         check_split_size(self.sampler, 1, seq_len=train.seq_len)
-        self.val_sampler = self._val_sampler(val_data, window_len)
+        self.validation = Validation.of_split(
+            val_data,
+            window_len,
+            seq_len=train.seq_len,
+            objective=objective,
+            precision=precision,
+            context=context,
+            micro_batch_size=self.micro_batch_size,
+            max_batches=config.eval.max_batches,
+        )
         self.precision = precision
         self.guard = DivergenceGuard(
             max_bad_steps=train.max_bad_steps, spike_factor=train.spike_factor
@@ -138,22 +136,6 @@ class Trainer:
         self.metrics = MetricsWriter(
             self.run_dir, tensorboard=config.log.tensorboard, is_writer=context.is_main
         )
-
-    def _val_sampler(self, val_data: TokenDataset | None, window_len: int) -> WindowSampler | None:
-        """Fixed windows of the val split; None (no evaluation) when it holds none at all."""
-        if val_data is None:
-            return None
-        sampler = WindowSampler(val_data, window_len, seed=0, shuffle=False)
-        if sampler.num_windows == 0:
-            if self.context.is_main:
-                logger.warning(
-                    "%s has no validation split longer than one sequence: no evaluation",
-                    val_data.data_dir,
-                )
-            return None
-        needed = self.micro_batch_size * self.context.world_size
-        check_split_size(sampler, needed, seq_len=self.config.train.seq_len)
-        return sampler
 
     # ---------------------------------------------------------------- loop
 
@@ -332,54 +314,14 @@ class Trainer:
         return True
 
     def maybe_evaluate(self) -> None:
-        if self.val_sampler is None or not self._is_due(self.config.eval.every):
+        if self.validation is None or not self._is_due(self.config.eval.every):
             return
-        metrics = self.evaluate()
+        metrics = self.validation.run(self.model, self.raw_model)
         self.state.last_eval = {"step": self.state.step, **metrics}
         self.metrics.log({"step": self.state.step, **metrics})
         summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         if self.context.is_main:
             self._progress.write(f"step {self.state.step}: {summary}")
-
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Validation loss (nats per target token), perplexity, accuracy of the most likely token
-        at the target positions and, for autoregressive objectives, bits per byte of the raw text.
-        """
-        assert self.val_sampler is not None
-        was_training = self.model.training
-        self.model.eval()
-        totals = torch.zeros(3, dtype=torch.float64, device=self.context.device)
-        for index, windows in enumerate(
-            eval_batches(
-                self.val_sampler,
-                micro_batch_size=self.micro_batch_size,
-                max_batches=self.config.eval.max_batches or None,
-                rank=self.context.rank,
-                world_size=self.context.world_size,
-            )
-        ):
-            generator = seeded_generator(_EVAL_SEED, index, self.context.rank)
-            batch = self.objective.make_batch(windows, generator)
-            batch = {k: v.to(self.context.device) for k, v in batch.items()}
-            with self.precision.autocast():
-                output = self.raw_model(**batch)
-            counts = [output.loss_sum, output.num_targets, output.num_correct]
-            totals += torch.stack([c.double() for c in counts])
-        loss_sum, count, correct = all_reduce_sum(totals).tolist()
-        self.model.train(was_training)
-        loss = loss_sum / max(count, 1)
-        metrics = {
-            "val_loss": loss,
-            "val_perplexity": math.exp(min(loss, 50.0)),
-            "val_accuracy": correct / max(count, 1),
-        }
-        if self.objective.is_autoregressive:
-            # bits/byte = nats/token * tokens/byte / ln 2: comparable across tokenizers (and with
-            # character-level models on ASCII text, where bytes are characters). Only a loss over
-            # every token is a code length of the text.
-            metrics["val_bpb"] = loss * self.val_sampler.dataset.tokens_per_byte / math.log(2)
-        return metrics
 
     def maybe_checkpoint(self) -> None:
         if not self._is_due(self.config.checkpoint.every):

@@ -194,3 +194,62 @@ def test_finetuning_divergence_stops_in_one_line_keeping_its_best_checkpoint(
     assert line.endswith("rerun with a lower --train.lr (now 0.0001) in a new --run.dir")
     checkpoint = tmp_path / "run" / "checkpoints" / "step-0000002"
     assert all(t.isfinite().all() for t in load_file(checkpoint / "model.safetensors").values())
+
+
+# Two gloo ranks where only rank 1 meets the fault: the decision must still be the same on both.
+_RANK_FAULT = """
+import math, os, signal, sys
+from lmforge.training.trainer import Trainer
+rank, mode, at = int(os.environ["RANK"]), sys.argv[1], int(sys.argv[2])
+step, weighted_loss = Trainer.train_step, Trainer._token_weighted_loss
+def signalled_step(self):
+    if rank == 1 and self.state.step + 1 == at:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return step(self)
+def poisoned_loss(self, num_targets):
+    micro_loss, bad = weighted_loss(self, num_targets), rank == 1 and self.state.step + 1 == at
+    return lambda batch, is_last: micro_loss(batch, is_last) * (math.nan if bad else 1.0)
+Trainer.train_step, Trainer._token_weighted_loss = signalled_step, poisoned_loss
+if mode == "sigterm":
+    Trainer._token_weighted_loss = weighted_loss
+else:
+    Trainer.train_step = step
+from lmforge.cli.main import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def run_two_ranks(tmp_path: Path, mode: str, args: list[str]) -> subprocess.CompletedProcess:
+    from tests.training.test_trainer import free_port
+
+    script = tmp_path / "rank_fault.py"
+    script.write_text(_RANK_FAULT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+               f"--master-port={free_port()}", str(script), mode, "3", *args,
+               "--run.device=cpu", "--train.micro_batch_size=2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.dist
+def test_all_ranks_stop_after_the_same_step_when_one_is_signalled(
+    python_docs_data: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    result = run_two_ranks(tmp_path, "sigterm", pretrain_args(python_docs_data, run_dir))
+    assert result.returncode != 0
+    assert "stopped at step 3 (SIGTERM), checkpoint saved" in result.stderr, result.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "LATEST").read_text().strip() == "step-0000003"
+    assert max(row["step"] for row in read_rows(run_dir)) == 3
+
+
+@pytest.mark.dist
+def test_all_ranks_skip_the_update_when_one_has_a_nan_loss(
+    python_docs_data: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    result = run_two_ranks(tmp_path, "nan", pretrain_args(python_docs_data, run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [row for row in read_rows(run_dir) if "loss" in row]
+    assert [row["skipped_steps"] for row in rows] == [0, 0] + [1] * (MAX_STEPS - 2)
+    assert all(t.isfinite().all() for t in final_weights(run_dir).values())
