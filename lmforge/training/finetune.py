@@ -191,25 +191,23 @@ class _Loop:
                 loss, lr, grad_norm, examples = self.train_step(step, progress)
                 self.train_seconds += time.perf_counter() - start
                 progress.update(step, loss, lr, examples / max(time.perf_counter() - start, 1e-9))
-                if self._is_due(step, log.every):
+                # A skipped update is always logged: the record of a divergence is its bad steps.
+                if self._is_due(step, log.every) or self.guard.consecutive_bad:
                     epoch = step / self.steps_per_epoch
                     row = {"step": step, "epoch": round(epoch, 3), "loss": loss, "lr": lr}
-                    writer.log(row | {"grad_norm": grad_norm, "skipped_steps": self.skipped})
+                    skipped = self.guard.skipped_steps
+                    writer.log(row | {"grad_norm": grad_norm, "skipped_steps": skipped})
                 if self.guard.has_diverged:
                     raise LmforgeError(self._divergence_line())
                 if self._is_due(step, self.eval_every) and self.evaluate(step, writer, progress):
                     progress.write(f"early stopping at step {step}")
                     break
-                if stop.should_stop():
+                if stop.should_stop() and step < self.max_steps:  # a finished run finishes
                     self.stopped_by = stop
                     return self.best
         if "checkpoint" not in self.best:
             raise LmforgeError("no evaluation ran; lower --eval.every")
         return self.best
-
-    @property
-    def skipped(self) -> int:
-        return self.guard.skipped_steps
 
     def _is_due(self, step: int, every: int) -> bool:
         return step == self.max_steps or (every > 0 and step % every == 0)

@@ -177,8 +177,8 @@ class Trainer:
                 self.on_divergence()
                 continue
             self.maybe_checkpoint()
-            if stop.should_stop():
-                self.stop_here(stop)
+            if stop.should_stop() and self.state.step < self.config.train.max_steps:
+                self.stop_here(stop)  # (a signal after the last step lets the run finish)
 
     def resume(self) -> None:
         if self.resume_from is None:
