@@ -128,6 +128,24 @@ def test_a_signal_during_a_checkpoint_write_lets_it_finish_then_stops(
     assert_same_run(run_dir, straight)
 
 
+def test_a_signal_during_the_last_step_lets_the_run_finish(
+    python_docs_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmforge.training.trainer import Trainer
+
+    original = Trainer.train_step
+
+    def signal_in_the_last_step(self: Trainer):  # noqa: ANN202
+        if self.state.step + 1 == MAX_STEPS:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", signal_in_the_last_step)
+    run_dir = tmp_path / "run"
+    assert main(pretrain_args(python_docs_data, run_dir)) == 0
+    assert (run_dir / "curves.png").is_file()  # finished: plotted
+
+
 def _classify_files(tmp_path: Path) -> tuple[Path, Path]:
     lines = [f"{i % 2} {'a fine film' if i % 2 else 'a dull film'} number {i} ." for i in range(16)]
     (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
