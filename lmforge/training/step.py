@@ -35,7 +35,7 @@ class StepStats:
     """Whether the update was applied (UPDATE) or skipped (SKIP, OVERFLOW)."""
 
 
-def _same_everywhere(values: torch.Tensor) -> torch.Tensor:
+def _one_process(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
@@ -51,7 +51,7 @@ class TrainingStep:
         grad_clip: float | None,
         schedule: Callable[[int], float],
         guard: DivergenceGuard | None = None,
-        mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] = _same_everywhere,
+        mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] = _one_process,
     ) -> None:
         """`parameters` are the ones clipped (the bare module's, not a wrapper's); `schedule`
         maps the 0-based optimizer step to its learning rate; `guard` judges each step (default:
@@ -104,6 +104,6 @@ class TrainingStep:
 
     def _skip_update(self) -> None:
         """No optimizer step. The scaler must still close the step it unscaled, but keeps its
-        scale and growth count: a non-finite loss says nothing about fp16's range."""
+        scale and growth count: a NaN or spiking loss says nothing about fp16's range."""
         if self.scaler.is_enabled():
             self.scaler.update(self.scaler.get_scale())
