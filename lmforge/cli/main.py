@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module with `register(subparsers)`, which adds a parser whose
 `func` default runs the command and returns an exit code. Bad input (`LmforgeError`) prints one
-line, `error: ...`, and exits 2; anything else is a bug and keeps its traceback.
+line, `error: ...`, and exits 2; a training run stopped by SIGTERM or Ctrl-C prints what it saved
+and exits 128 + the signal number (docs/reliability.md); anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import importlib
 import logging
 import sys
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, RunStopped
 
 # Modules under lmforge.cli that each register one subcommand (or a group of them).
 _COMMAND_MODULES = (
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except LmforgeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunStopped as stop:
+        if str(stop):
+            print(stop, file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Literal
 
 from lmforge.config.loading import _set_nested, from_dict, parse_overrides, read_yaml
-from lmforge.config.schema import LogSection, RunSection, _require
+from lmforge.config.schema import (
+    LogSection,
+    RunSection,
+    _require,
+    _require_number,
+    check_guard_numbers,
+    check_optimizer_numbers,
+)
 from lmforge.errors import LmforgeError
 
 
@@ -74,19 +81,38 @@ class FinetuneTrainSection:
     dropout: float | None = None
     """Dropout of the model during fine-tuning; None: the pretrained model's setting (0.1 for the
     classification/tagging/QA head's own dropout when that is 0)."""
+    max_bad_steps: int = 5
+    """Divergence guard (docs/reliability.md): an update whose loss or gradient norm is not finite,
+    or whose loss spikes, is skipped; this many skipped in a row and the run stops with one line
+    (the best checkpoint so far is kept)."""
+    spike_factor: float = 10.0
+    """A loss above this many times the moving average of the accepted ones (about the last 50
+    steps; an average under 1 nat counts as 1) is a spike and its update is skipped; 0: no spike
+    test."""
 
     def __post_init__(self) -> None:
-        _require(self.epochs > 0, "train.epochs must be > 0")
-        _require(self.max_steps >= 0, "train.max_steps must be >= 0")
-        _require(self.batch_size > 0, "train.batch_size must be > 0")
+        _require_number("train.epochs", self.epochs, self.epochs > 0, "a finite number > 0")
+        _require(self.max_steps >= 0, f"train.max_steps must be >= 0, got {self.max_steps}")
+        _require(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         _require(
             self.micro_batch_size is None or self.micro_batch_size > 0,
             "train.micro_batch_size must be > 0",
         )
-        _require(self.lr > 0, "train.lr must be > 0")
-        _require(0 <= self.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)")
-        _require(self.grad_clip >= 0, "train.grad_clip must be >= 0")
-        _require(self.dropout is None or 0 <= self.dropout < 1, "train.dropout must be in [0, 1)")
+        check_optimizer_numbers(
+            "train",
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            betas=(self.beta1, self.beta2),
+            grad_clip=self.grad_clip,
+        )
+        _require_number(
+            "train.warmup_ratio", self.warmup_ratio, 0 <= self.warmup_ratio < 1, "in [0, 1)"
+        )
+        if self.dropout is not None:
+            _require_number("train.dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1)")
+        check_guard_numbers(
+            "train", max_bad_steps=self.max_bad_steps, spike_factor=self.spike_factor
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +124,12 @@ class FinetuneEvalSection:
     0: never stop early."""
     batch_size: int = 64
     """Examples per forward pass during evaluation."""
+
+    def __post_init__(self) -> None:
+        for name in ("every", "patience"):
+            value = getattr(self, name)
+            _require(value >= 0, f"eval.{name} must be >= 0, got {value}")
+        _require(self.batch_size > 0, f"eval.batch_size must be > 0, got {self.batch_size}")
 
 
 # --- task options -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ field. This module imports no torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,6 +17,39 @@ from lmforge.errors import LmforgeError
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise LmforgeError(message)
+
+
+def _require_number(name: str, value: float, is_accepted: bool, accepted: str) -> None:
+    """Refuse NaN, infinities and values outside the accepted range in one line naming the key.
+
+    `is_accepted` is the range test itself (NaN already fails any comparison; the finiteness test
+    catches `inf`, which passes `> 0`)."""
+    _require(math.isfinite(value) and is_accepted, f"{name} must be {accepted}, got {value}")
+
+
+def check_optimizer_numbers(
+    section: str, *, lr: float, weight_decay: float, betas: tuple[float, float], grad_clip: float
+) -> None:
+    """The AdamW settings pretraining and fine-tuning share: lr > 0, weight decay >= 0, betas in
+    [0, 1) (beta = 1 never forgets and divides by zero in the bias correction), clip >= 0."""
+    _require_number(f"{section}.lr", lr, lr > 0, "a finite number > 0 (e.g. 3e-4)")
+    _require_number(f"{section}.weight_decay", weight_decay, weight_decay >= 0, "a number >= 0")
+    for index, beta in enumerate(betas, start=1):
+        _require_number(f"{section}.beta{index}", beta, 0 <= beta < 1, "in [0, 1)")
+    _require_number(
+        f"{section}.grad_clip", grad_clip, grad_clip >= 0, "a number >= 0 (0: no clipping)"
+    )
+
+
+def check_guard_numbers(section: str, *, max_bad_steps: int, spike_factor: float) -> None:
+    """The divergence guard's settings (training/guard.py), shared by both kinds of training."""
+    _require(max_bad_steps >= 1, f"{section}.max_bad_steps must be >= 1, got {max_bad_steps}")
+    _require_number(
+        f"{section}.spike_factor",
+        spike_factor,
+        spike_factor == 0 or spike_factor > 1,
+        "0 (no spike test) or a number > 1 (e.g. 10)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +101,15 @@ class ObjectiveSection:
         for name in ("noise_density", "infilling_rate"):
             value = getattr(self, name)
             _require(0 < value < 1, f"objective.{name} must be in (0, 1), got {value}")
-        _require(self.mean_noise_span_length >= 1, "objective.mean_noise_span_length must be >= 1")
-        _require(self.poisson_lambda > 0, "objective.poisson_lambda must be > 0")
+        _require_number(
+            "objective.mean_noise_span_length",
+            self.mean_noise_span_length,
+            self.mean_noise_span_length >= 1,
+            "a finite number >= 1",
+        )
+        _require_number(
+            "objective.poisson_lambda", self.poisson_lambda, self.poisson_lambda > 0, "> 0"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,19 +149,59 @@ class TrainSection:
     them: about one block's activations in memory instead of all of them, for ~1/3 more compute."""
     skip_memory_check: bool = False
     """Start even when the memory estimate (training/memory.py) exceeds the device's free memory."""
+    max_bad_steps: int = 5
+    """Divergence guard (docs/reliability.md): an update whose loss or gradient norm is not finite,
+    or whose loss spikes, is skipped; this many skipped in a row and the run has diverged (what
+    then: on_divergence)."""
+    spike_factor: float = 10.0
+    """A loss above this many times the moving average of the accepted ones (about the last 50
+    steps; an average under 1 nat counts as 1) is a spike and its update is skipped; 0: no spike
+    test."""
+    on_divergence: Literal["stop", "rollback"] = "stop"
+    """stop: end with one error line naming the last good checkpoint; rollback: continue from
+    that checkpoint with the learning rate times rollback_lr_factor (at most max_rollbacks times,
+    then stop)."""
+    rollback_lr_factor: float = 0.5
+    """Multiplies the learning rate at each rollback, in (0, 1]."""
+    max_rollbacks: int = 3
+    """Rollbacks allowed in one run before it stops."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len"):
-            _require(getattr(self, name) > 0, f"train.{name} must be > 0")
+            value = getattr(self, name)
+            _require(value > 0, f"train.{name} must be > 0, got {value}")
         _require(
             self.micro_batch_size is None or self.micro_batch_size > 0,
             "train.micro_batch_size must be > 0",
         )
-        _require(self.lr > 0, "train.lr must be > 0")
-        _require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]")
-        _require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
-        _require(self.grad_clip >= 0, "train.grad_clip must be >= 0")
-        _require(0 < self.decay_fraction <= 1, "train.decay_fraction must be in (0, 1]")
+        check_optimizer_numbers(
+            "train",
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            betas=(self.beta1, self.beta2),
+            grad_clip=self.grad_clip,
+        )
+        _require_number(
+            "train.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "in [0, 1]"
+        )
+        _require(
+            self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}"
+        )
+        check_guard_numbers(
+            "train", max_bad_steps=self.max_bad_steps, spike_factor=self.spike_factor
+        )
+        _require_number(
+            "train.rollback_lr_factor",
+            self.rollback_lr_factor,
+            0 < self.rollback_lr_factor <= 1,
+            "in (0, 1]",
+        )
+        _require(
+            self.max_rollbacks >= 0, f"train.max_rollbacks must be >= 0, got {self.max_rollbacks}"
+        )
+        _require_number(
+            "train.decay_fraction", self.decay_fraction, 0 < self.decay_fraction <= 1, "in (0, 1]"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,12 +224,18 @@ class OptimSection:
     whose rates are ~0.02)."""
 
     def __post_init__(self) -> None:
-        _require(self.muon_lr is None or self.muon_lr > 0, "optim.muon_lr must be > 0")
-        _require(0 <= self.muon_momentum < 1, "optim.muon_momentum must be in [0, 1)")
-        _require(
-            self.muon_weight_decay is None or self.muon_weight_decay >= 0,
-            "optim.muon_weight_decay must be >= 0",
+        if self.muon_lr is not None:
+            _require_number("optim.muon_lr", self.muon_lr, self.muon_lr > 0, "> 0")
+        _require_number(
+            "optim.muon_momentum", self.muon_momentum, 0 <= self.muon_momentum < 1, "in [0, 1)"
         )
+        if self.muon_weight_decay is not None:
+            _require_number(
+                "optim.muon_weight_decay",
+                self.muon_weight_decay,
+                self.muon_weight_decay >= 0,
+                ">= 0",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,23 +245,37 @@ class EvalSection:
     max_batches: int = 50
     """Micro-batches of the validation split per evaluation; 0: the whole split."""
 
+    def __post_init__(self) -> None:
+        for name in ("every", "max_batches"):
+            value = getattr(self, name)
+            _require(value >= 0, f"eval.{name} must be >= 0, got {value}")
+
 
 @dataclass(frozen=True, kw_only=True)
 class CheckpointSection:
     every: int = 500
     """Save every this many optimizer steps (and after the last); 0: only after the last."""
     keep_last: int = 3
-    """Checkpoints kept on disk; older ones are deleted."""
+    """Checkpoints kept on disk; older ones are deleted; 0: keep all."""
+
+    def __post_init__(self) -> None:
+        for name in ("every", "keep_last"):
+            value = getattr(self, name)
+            _require(value >= 0, f"checkpoint.{name} must be >= 0, got {value}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class LogSection:
     every: int = 10
-    """Write a metrics.jsonl row every this many optimizer steps."""
+    """Write a metrics.jsonl row every this many optimizer steps (and after the last); 0: only
+    after the last."""
     tensorboard: bool = True
     """Mirror metrics to RUN_DIR/tensorboard when tensorboard is installed."""
     progress: bool = True
     """Show a progress bar on stderr."""
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, f"log.every must be >= 0, got {self.every}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,12 @@ A checkpoint is written into `step-0000100.tmp`, each file fsynced, then renamed
 then is `LATEST` replaced. A crash at any point therefore leaves `LATEST` naming a complete
 checkpoint, and leftover `.tmp` directories are ignored by readers.
 
+A checkpoint whose weights or optimizer state hold NaN or inf is refused before anything is
+written (one isfinite pass per tensor: milliseconds for small models, about a second for 1B
+parameters on a CPU, next to a write of several GB): LATEST always names a model that can continue,
+and as every published checkpoint is finite, keep-last pruning, which never deletes the one just
+written, never deletes the newest good one.
+
 Distributed use: pass the unwrapped module (`ddp.module`); only one process may write, so call
 `save_checkpoint` on rank 0 (or pass `is_writer=rank == 0` everywhere). Gathering sharded (FSDP)
 model or optimizer state into full state dicts is the caller's job.
@@ -40,6 +46,7 @@ from lmforge.run_dir import (
     TRAINER_STATE_FILE,
     checkpoint_dir,
     fsync_file,
+    latest_checkpoint,
     publish_checkpoint,
     resolve_checkpoint,
     staging_dir,
@@ -79,6 +86,7 @@ def save_checkpoint(
     final = checkpoint_dir(run_dir, step)
     if not is_writer:
         return final
+    _check_finite(model, optimizer, step, final.parent)
     tmp = staging_dir(final)
     # rng goes last: it is long and no one reads it by eye.
     state = {**trainer_state, "step": step}
@@ -93,6 +101,24 @@ def save_checkpoint(
     _prune(final.parent, keep_last, keep=final.name)
     logger.info("saved checkpoint %s", final)
     return final
+
+
+def _check_finite(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int, checkpoints: Path
+) -> None:
+    """Refuse to checkpoint NaN or inf: it would replace a good checkpoint with a poisoned one."""
+    tensors = dict(model.state_dict())
+    if optimizer is not None:
+        for index, state in enumerate(optimizer.state.values()):
+            tensors |= {f"optimizer state {index}.{k}": v for k, v in state.items()}
+    for name, tensor in tensors.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not tensor.isfinite().all():
+            latest = latest_checkpoint(checkpoints.parent) if checkpoints.is_dir() else None
+            kept = f"the last good checkpoint is {latest}" if latest else "none was saved before"
+            raise LmforgeError(
+                f"refusing to save the checkpoint of step {step}: {name} holds NaN or inf "
+                f"(the training diverged); {kept}; rerun with a lower --train.lr"
+            )
 
 
 def _save_model(model: nn.Module, path: Path) -> None:

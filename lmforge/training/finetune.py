@@ -7,6 +7,12 @@
         metric saves the checkpoint (keep only the best) and its predictions; early stopping
     reload the best checkpoint, evaluate the test set if given, write metrics.json and curves.png
 
+The divergence guard (training/guard.py) skips bad updates as in pretraining; too many in a row
+and the run stops with one line, keeping its best checkpoint. SIGTERM or the first Ctrl-C
+(training/stopping.py) stops after the current step: the best checkpoint so far and its
+predictions stay, metrics.json (written only by a finished run) is not written. Fine-tuning cannot
+continue a stopped run (it keeps no optimizer state and only the best weights); the line says so.
+
 What the run directory holds, and how each file is written: `lmforge.run_dir`.
 """
 
@@ -27,7 +33,7 @@ from lmforge.config.finetune import FinetuneConfig
 from lmforge.config.loading import to_dict
 from lmforge.config.model import with_dropout
 from lmforge.distributed.setup import choose_device
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, RunStopped
 from lmforge.kernels import apply_cpu_kernels
 from lmforge.models.lm import LanguageModel, build_model
 from lmforge.models.pretrained import load_pretrained
@@ -44,6 +50,7 @@ from lmforge.run_dir import (
 )
 from lmforge.tasks.base import Task, task_class
 from lmforge.training.checkpoint import save_checkpoint
+from lmforge.training.guard import DivergenceGuard, Verdict, warn_if_lr_is_high
 from lmforge.training.metrics import MetricsWriter
 from lmforge.training.optim import build_optimizer
 from lmforge.training.plot import plot_run
@@ -51,6 +58,7 @@ from lmforge.training.precision import Precision, check_fp16_stable
 from lmforge.training.progress import TrainingProgress
 from lmforge.training.schedules import lr_at
 from lmforge.training.step import TrainingStep
+from lmforge.training.stopping import GracefulStop
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +90,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     )
     loop = _Loop(config, task, model, features, validation, run_dir, device, precision)
     best = loop.run()
+    if loop.stopped_by is not None:
+        raise RunStopped(loop.stop_line(), loop.stopped_by.exit_code)
     load_model_weights(best["checkpoint"], model)
     results = {
         "task": config.task_name,
@@ -150,59 +160,101 @@ class _Loop:
             lr_at, max_lr=train.lr, warmup_steps=self.warmup, max_steps=self.max_steps,
             decay="linear", min_lr_ratio=0.0,
         )  # fmt: skip
+        self.guard = DivergenceGuard(
+            max_bad_steps=train.max_bad_steps, spike_factor=train.spike_factor
+        )
         self.optimizer_step = TrainingStep(
             optimizer=optimizer,
             parameters=model.parameters(),
             precision=precision,
             grad_clip=train.grad_clip,
             schedule=schedule,
+            guard=self.guard,
         )
+        warn_if_lr_is_high(train.lr)
         self.rng = random.Random(config.run.seed)
         self.order: list[int] = []
         self.best: dict[str, Any] = {"score": -math.inf, "step": 0, "metrics": {}}
         self.stale_evaluations = 0
         self.train_seconds = 0.0
+        self.step = 0
+        self.stopped_by: GracefulStop | None = None
 
     def run(self) -> dict[str, Any]:
         log = self.config.log
         writer = MetricsWriter(self.run_dir, tensorboard=log.tensorboard, is_writer=True)
         progress = TrainingProgress(self.max_steps, enabled=log.progress, rate_name="examples_s")
-        with writer, progress:
+        with writer, progress, GracefulStop() as stop:
             for step in range(1, self.max_steps + 1):
+                self.step = step
                 start = time.perf_counter()
-                loss, lr, grad_norm, examples = self.train_step(step)
+                loss, lr, grad_norm, examples = self.train_step(step, progress)
                 self.train_seconds += time.perf_counter() - start
                 progress.update(step, loss, lr, examples / max(time.perf_counter() - start, 1e-9))
-                if step % log.every == 0 or step == self.max_steps:
+                # A skipped update is always logged: the record of a divergence is its bad steps.
+                if self._is_due(step, log.every) or self.guard.consecutive_bad:
                     epoch = step / self.steps_per_epoch
                     row = {"step": step, "epoch": round(epoch, 3), "loss": loss, "lr": lr}
-                    writer.log(row | {"grad_norm": grad_norm})
-                if step % self.eval_every == 0 or step == self.max_steps:
-                    if self.evaluate(step, writer, progress):
-                        progress.write(f"early stopping at step {step}")
-                        break
+                    skipped = self.guard.skipped_steps
+                    writer.log(row | {"grad_norm": grad_norm, "skipped_steps": skipped})
+                if self.guard.has_diverged:
+                    raise LmforgeError(self._divergence_line())
+                if self._is_due(step, self.eval_every) and self.evaluate(step, writer, progress):
+                    progress.write(f"early stopping at step {step}")
+                    break
+                if stop.should_stop() and step < self.max_steps:  # a finished run finishes
+                    self.stopped_by = stop
+                    return self.best
         if "checkpoint" not in self.best:
             raise LmforgeError("no evaluation ran; lower --eval.every")
         return self.best
 
-    def train_step(self, step: int) -> tuple[float, float, float, int]:
+    def _is_due(self, step: int, every: int) -> bool:
+        return step == self.max_steps or (every > 0 and step % every == 0)
+
+    def _divergence_line(self) -> str:
+        lr = self.config.train.lr
+        return (
+            f"fine-tuning diverged at step {self.step}: {self.guard.describe()}; "
+            f"{self._kept()}; rerun with a lower --train.lr (now {lr:g}) in a new --run.dir"
+        )
+
+    def stop_line(self) -> str:
+        """What a stopped run says: where it stopped and what it kept."""
+        assert self.stopped_by is not None
+        return (
+            f"stopped at step {self.step} of {self.max_steps} ({self.stopped_by.signal_name}); "
+            f"{self._kept()}; metrics.json is written by finished runs only; fine-tuning cannot "
+            "resume a stopped run: rerun the command with a new --run.dir to train again"
+        )
+
+    def _kept(self) -> str:
+        if "checkpoint" not in self.best:
+            return "no evaluation had run, so no checkpoint was kept"
+        metric = self.task.metric
+        score = self.best["metrics"][metric]
+        return (
+            f"kept the best checkpoint so far (step {self.best['step']}, {metric} {score:.2f}) "
+            "and its predictions"
+        )
+
+    def train_step(self, step: int, progress: TrainingProgress) -> tuple[float, float, float, int]:
         """Optimizer step `step` (1-based); returns (loss, lr, gradient norm, examples)."""
         train = self.config.train
         self.model.train()
         indices = self._next_indices(train.batch_size)
         micro = train.micro_batch_size or train.batch_size
         chunks = [indices[start : start + micro] for start in range(0, len(indices), micro)]
-        losses: list[float] = []
 
         def micro_loss(chunk: list[int], is_last: bool) -> torch.Tensor:
             # Weighted by the chunk's share of the examples: the batch's mean loss in total.
             batch = _to_device(self.task.collate([self.features[i] for i in chunk]), self.device)
-            loss = self.task.loss(self.model, batch) * (len(chunk) / len(indices))
-            losses.append(float(loss.detach()))
-            return loss
+            return self.task.loss(self.model, batch) * (len(chunk) / len(indices))
 
         stats = self.optimizer_step(step - 1, chunks, micro_loss)
-        return sum(losses), stats.lr, stats.grad_norm, len(indices)
+        if stats.verdict is Verdict.SKIP:
+            progress.write(f"step {step}: update skipped, {self.guard.last_reason}")
+        return stats.loss, stats.lr, stats.grad_norm, len(indices)
 
     def _next_indices(self, count: int) -> list[int]:
         """The next `count` feature indices of a shuffled pass; a new permutation every epoch."""

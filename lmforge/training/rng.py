@@ -71,3 +71,10 @@ def _python_state_to_json(state: tuple[Any, ...]) -> list[Any]:
 
 def _words_from_text(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<u4")
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded from integer keys, well mixed (numpy's SeedSequence), so nearby keys
+    such as consecutive steps give unrelated streams."""
+    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)

@@ -6,49 +6,46 @@ Each micro-batch's loss is divided by the number of targets of the whole optimiz
 accumulation and ranks, so neither accumulation nor world size changes the update (STYLE.md 5).
 Data order is a pure function of the step (see data/windows.py) and so is the learning rate, so a
 checkpoint needs only the step, the weights, the optimizer state and the RNG states to continue
-exactly.
+exactly (plus the divergence guard's state and the learning-rate scale of rollbacks).
+
+Reliability (docs/reliability.md): the divergence guard (training/guard.py) skips bad updates and,
+after too many in a row, stops the run or rolls it back to the last good checkpoint; SIGTERM and
+the first Ctrl-C (training/stopping.py) finish the step, save a checkpoint and stop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from lmforge.config.loading import to_dict
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset
-from lmforge.data.windows import WindowSampler, check_split_size, eval_batches, micro_batches
-from lmforge.distributed.setup import DistributedContext, all_reduce_sum, to_device
+from lmforge.data.windows import WindowSampler, check_split_size, micro_batches
+from lmforge.distributed.setup import DistributedContext, all_reduce_sum, barrier, to_device
+from lmforge.errors import LmforgeError, RunStopped
 from lmforge.objectives.base import Objective
+from lmforge.run_dir import latest_checkpoint
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.flops import training_flops_per_token
+from lmforge.training.guard import DivergenceGuard, Verdict, warn_if_lr_is_high
 from lmforge.training.metrics import MetricsWriter
 from lmforge.training.precision import Precision
 from lmforge.training.progress import TrainingProgress
+from lmforge.training.rng import seeded_generator
 from lmforge.training.schedules import lr_at
 from lmforge.training.step import TrainingStep
+from lmforge.training.stopping import GracefulStop
+from lmforge.training.validation import Validation
 
 logger = logging.getLogger(__name__)
-
-_EVAL_SEED = 20_190_101
-"""Seeds the validation batches' randomness (MLM masks): the same masks at every evaluation and in
-every run, so validation metrics are comparable across steps and runs."""
-
-
-def seeded_generator(*keys: int) -> torch.Generator:
-    """A CPU generator seeded from integer keys, well mixed (numpy's SeedSequence), so nearby keys
-    such as consecutive steps give unrelated streams."""
-    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
-    return torch.Generator().manual_seed(seed)
 
 
 @dataclass
@@ -59,6 +56,8 @@ class StepResult:
     """Input tokens of the step across ranks (num_targets counts only the labelled ones)."""
     grad_norm: float
     lr: float
+    verdict: Verdict
+    """Whether the update was applied or skipped (training/guard.py)."""
 
 
 @dataclass
@@ -67,6 +66,9 @@ class TrainerState:
     tokens_seen: int = 0
     elapsed_s: float = 0.0
     last_eval: dict = field(default_factory=dict)
+    lr_scale: float = 1.0
+    """Multiplies the schedule's learning rate: train.rollback_lr_factor per rollback."""
+    rollbacks: int = 0
 
 
 class Trainer:
@@ -99,16 +101,33 @@ class Trainer:
         window_len = objective.raw_length(train.seq_len)
         self.sampler = WindowSampler(train_data, window_len, seed=config.run.seed)
         check_split_size(self.sampler, 1, seq_len=train.seq_len)
-        self.val_sampler = self._val_sampler(val_data, window_len)
+        self.validation = Validation.of_split(
+            val_data,
+            window_len,
+            seq_len=train.seq_len,
+            objective=objective,
+            precision=precision,
+            context=context,
+            micro_batch_size=self.micro_batch_size,
+            max_batches=config.eval.max_batches,
+        )
         self.precision = precision
+        self.guard = DivergenceGuard(
+            max_bad_steps=train.max_bad_steps, spike_factor=train.spike_factor
+        )
         self.optimizer_step = TrainingStep(
             optimizer=optimizer,
             parameters=raw_model.parameters(),
             precision=precision,
             grad_clip=train.grad_clip,
             schedule=self._lr_at,
+            guard=self.guard,
+            mean_over_ranks=self._mean_over_ranks,
         )
+        if context.is_main:
+            warn_if_lr_is_high(train.lr)
         self.state = TrainerState()
+        self._saved_step = -1
         self.resume_from = resume_from
         self.flops_per_token = training_flops_per_token(
             config.model, train.seq_len, target_fraction=objective.target_fraction
@@ -118,68 +137,68 @@ class Trainer:
             self.run_dir, tensorboard=config.log.tensorboard, is_writer=context.is_main
         )
 
-    def _val_sampler(self, val_data: TokenDataset | None, window_len: int) -> WindowSampler | None:
-        """Fixed windows of the val split; None (no evaluation) when it holds none at all."""
-        if val_data is None:
-            return None
-        sampler = WindowSampler(val_data, window_len, seed=0, shuffle=False)
-        if sampler.num_windows == 0:
-            if self.context.is_main:
-                logger.warning(
-                    "%s has no validation split longer than one sequence: no evaluation",
-                    val_data.data_dir,
-                )
-            return None
-        needed = self.micro_batch_size * self.context.world_size
-        check_split_size(sampler, needed, seq_len=self.config.train.seq_len)
-        return sampler
-
     # ---------------------------------------------------------------- loop
 
     def fit(self) -> dict:
         """Train to train.max_steps; return the last evaluation's metrics."""
         self.resume()
-        max_steps = self.config.train.max_steps
-        progress = TrainingProgress(
-            total=max_steps,
+        self._progress = TrainingProgress(
+            total=self.config.train.max_steps,
             initial=self.state.step,
             enabled=self.config.log.progress and self.context.is_main,
         )
-        self._progress = progress
-        window_start, window_tokens = time.perf_counter(), 0
         try:
-            while self.state.step < max_steps:
-                step_start = time.perf_counter()
-                result = self.train_step()
-                self.state.step += 1
-                tokens = result.num_tokens
-                self.state.tokens_seen += tokens
-                self.state.elapsed_s += time.perf_counter() - step_start
-                window_tokens += tokens
-                tokens_per_s = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                progress.update(self.state.step, result.loss, result.lr, tokens_per_s)
-                if self.maybe_log(result, tokens_per_s):
-                    window_start, window_tokens = time.perf_counter(), 0
-                self.maybe_evaluate()
-                self.maybe_checkpoint()
+            with GracefulStop(agree=self._on_any_rank) as stop:
+                self._loop(stop)
         finally:
-            progress.close()
+            self._progress.close()
             self.metrics.close()
         return self.state.last_eval
+
+    def _loop(self, stop: GracefulStop) -> None:
+        window_start, window_tokens = time.perf_counter(), 0
+        while self.state.step < self.config.train.max_steps:
+            step_start = time.perf_counter()
+            result = self.train_step()
+            self.state.step += 1
+            self.state.tokens_seen += result.num_tokens
+            self.state.elapsed_s += time.perf_counter() - step_start
+            window_tokens += result.num_tokens
+            tokens_per_s = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+            self._progress.update(self.state.step, result.loss, result.lr, tokens_per_s)
+            if result.verdict is Verdict.SKIP and self.context.is_main:
+                self._progress.write(
+                    f"step {self.state.step}: update skipped, {self.guard.last_reason}"
+                )
+            if self.maybe_log(result, tokens_per_s):
+                window_start, window_tokens = time.perf_counter(), 0
+            self.maybe_evaluate()
+            if self.guard.has_diverged:
+                self.on_divergence()
+                continue
+            self.maybe_checkpoint()
+            if stop.should_stop() and self.state.step < self.config.train.max_steps:
+                self.stop_here(stop)  # (a signal after the last step lets the run finish)
 
     def resume(self) -> None:
         if self.resume_from is None:
             return
-        saved = load_checkpoint(self.resume_from, self.raw_model, self.optimizer)
+        self._restore(self.resume_from)
+        if self.context.is_main:
+            logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
+
+    def _restore(self, checkpoint: Path) -> None:
+        saved = load_checkpoint(checkpoint, self.raw_model, self.optimizer)
         self.state = TrainerState(
             step=saved["step"],
             tokens_seen=saved.get("tokens_seen", 0),
             elapsed_s=saved.get("elapsed_s", 0.0),
             last_eval=saved.get("last_eval", {}),
+            lr_scale=saved.get("lr_scale", 1.0),
+            rollbacks=saved.get("rollbacks", 0),
         )
+        self.guard.load_state_dict(saved.get("guard", {}))
         self.metrics.truncate_after(self.state.step)
-        if self.context.is_main:
-            logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
 
     # ---------------------------------------------------------------- one step
 
@@ -191,23 +210,22 @@ class Trainer:
         )
         batches = self._step_batches()
         num_targets = self._global_target_count(batches)
-        loss_sum = torch.zeros((), device=self.context.device)
         stats = self.optimizer_step(
-            self.state.step, batches, self._token_weighted_loss(num_targets, loss_sum)
+            self.state.step, batches, self._token_weighted_loss(num_targets)
         )
-        loss = all_reduce_sum(loss_sum).item() / num_targets
         num_tokens = self.config.train.batch_size * batches[0]["input_ids"].shape[1]
         return StepResult(
-            loss=loss,
+            loss=stats.loss,
             num_targets=num_targets,
             num_tokens=num_tokens,
             grad_norm=stats.grad_norm,
             lr=stats.lr,
+            verdict=stats.verdict,
         )
 
     def _lr_at(self, step: int) -> float:
         train = self.config.train
-        return lr_at(
+        return self.state.lr_scale * lr_at(
             step,
             max_lr=train.lr,
             warmup_steps=train.warmup_steps,
@@ -217,6 +235,12 @@ class Trainer:
             decay_fraction=train.decay_fraction,
             cooldown=train.cooldown,
         )
+
+    def _mean_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(values) / self.context.world_size
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        return all_reduce_sum(torch.tensor(float(flag), device=self.context.device)).item() > 0
 
     def _step_batches(self) -> list[dict[str, torch.Tensor]]:
         windows = micro_batches(
@@ -243,20 +267,19 @@ class Trainer:
         return int(all_reduce_sum(torch.as_tensor(local, device=self.context.device)).item())
 
     def _token_weighted_loss(
-        self, num_targets: int, loss_sum: torch.Tensor
+        self, num_targets: int
     ) -> Callable[[dict[str, torch.Tensor], bool], torch.Tensor]:
         """The micro-batch loss of the step: gradients end up d(sum of losses / num_targets).
 
         DDP averages gradients over ranks, so each rank's loss is scaled by the world size to turn
-        that average back into the global sum. Each micro-batch's summed loss is added to
-        `loss_sum` (in place) for the report.
+        that average back into the global sum. The same scaling makes the rank average of the
+        micro-batch losses' sum (what TrainingStep reports) the step's loss per target.
         """
         scale = self.context.world_size / max(num_targets, 1)
 
         def micro_loss(batch: dict[str, torch.Tensor], is_last: bool) -> torch.Tensor:
             with self._maybe_no_sync(is_last):
                 output = self.model(**batch)
-            loss_sum.add_(output.loss_sum.detach().float())
             return output.loss_sum * scale
 
         return micro_loss
@@ -272,7 +295,8 @@ class Trainer:
         return step == self.config.train.max_steps or (every > 0 and step % every == 0)
 
     def maybe_log(self, result: StepResult, tokens_per_s: float) -> bool:
-        if not self._is_due(self.config.log.every):
+        # A skipped update is always logged: the record of a divergence is its bad steps.
+        if not self._is_due(self.config.log.every) and result.verdict is not Verdict.SKIP:
             return False
         flops = tokens_per_s * self.flops_per_token
         row = {
@@ -284,69 +308,41 @@ class Trainer:
             "mfu": flops / (self.matmul_peak * self.context.world_size),
             "tokens_seen": self.state.tokens_seen,
             "elapsed_s": self.state.elapsed_s,
+            "skipped_steps": self.guard.skipped_steps,
         }
         self.metrics.log(row)
         return True
 
     def maybe_evaluate(self) -> None:
-        if self.val_sampler is None or not self._is_due(self.config.eval.every):
+        if self.validation is None or not self._is_due(self.config.eval.every):
             return
-        metrics = self.evaluate()
+        metrics = self.validation.run(self.model, self.raw_model)
         self.state.last_eval = {"step": self.state.step, **metrics}
         self.metrics.log({"step": self.state.step, **metrics})
         summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         if self.context.is_main:
             self._progress.write(f"step {self.state.step}: {summary}")
 
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Validation loss (nats per target token), perplexity, accuracy of the most likely token
-        at the target positions and, for autoregressive objectives, bits per byte of the raw text.
-        """
-        assert self.val_sampler is not None
-        was_training = self.model.training
-        self.model.eval()
-        totals = torch.zeros(3, dtype=torch.float64, device=self.context.device)
-        for index, windows in enumerate(
-            eval_batches(
-                self.val_sampler,
-                micro_batch_size=self.micro_batch_size,
-                max_batches=self.config.eval.max_batches or None,
-                rank=self.context.rank,
-                world_size=self.context.world_size,
-            )
-        ):
-            generator = seeded_generator(_EVAL_SEED, index, self.context.rank)
-            batch = self.objective.make_batch(windows, generator)
-            batch = {k: v.to(self.context.device) for k, v in batch.items()}
-            with self.precision.autocast():
-                output = self.raw_model(**batch)
-            counts = [output.loss_sum, output.num_targets, output.num_correct]
-            totals += torch.stack([c.double() for c in counts])
-        loss_sum, count, correct = all_reduce_sum(totals).tolist()
-        self.model.train(was_training)
-        loss = loss_sum / max(count, 1)
-        metrics = {
-            "val_loss": loss,
-            "val_perplexity": math.exp(min(loss, 50.0)),
-            "val_accuracy": correct / max(count, 1),
-        }
-        if self.objective.is_autoregressive:
-            # bits/byte = nats/token * tokens/byte / ln 2: comparable across tokenizers (and with
-            # character-level models on ASCII text, where bytes are characters). Only a loss over
-            # every token is a code length of the text.
-            metrics["val_bpb"] = loss * self.val_sampler.dataset.tokens_per_byte / math.log(2)
-        return metrics
-
     def maybe_checkpoint(self) -> None:
         if not self._is_due(self.config.checkpoint.every):
             return
+        # Weights in a streak of skipped updates may be the start of a divergence, and a rollback
+        # must land on good ones: skip the periodic save (the last step saves all the same).
+        if self.guard.consecutive_bad and self.state.step < self.config.train.max_steps:
+            return
+        self.save()
+
+    def save(self) -> None:
+        """Checkpoint the current step (rank 0 writes)."""
         trainer_state = {
             "step": self.state.step,
             "tokens_seen": self.state.tokens_seen,
             "elapsed_s": self.state.elapsed_s,
             "last_eval": self.state.last_eval,
             "data_position": {"windows_consumed": self.state.step * self.config.train.batch_size},
+            "lr_scale": self.state.lr_scale,
+            "rollbacks": self.state.rollbacks,
+            "guard": self.guard.state_dict(),
         }
         if self.context.is_main:
             save_checkpoint(
@@ -358,3 +354,54 @@ class Trainer:
                 model_config=to_dict(self.config.model),
                 keep_last=self.config.checkpoint.keep_last,
             )
+        self._saved_step = self.state.step
+
+    # ---------------------------------------------------------------- divergence and stops
+
+    def on_divergence(self) -> None:
+        """Roll back to the last good checkpoint with a lower learning rate, or stop in one line.
+
+        Every rank gets here at the same step (the guard judges rank-averaged numbers) and reads
+        the same LATEST, so all roll back alike."""
+        train, step = self.config.train, self.state.step
+        what = f"training diverged at step {step}: {self.guard.describe()}"
+        latest = latest_checkpoint(self.run_dir)
+        if latest is not None and train.on_divergence == "rollback":
+            if self.state.rollbacks < train.max_rollbacks:
+                self._roll_back(latest, what)
+                return
+            what += f" after {self.state.rollbacks} rollbacks"
+        lr = train.lr * self.state.lr_scale
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved"
+        hint = " (or --train.on_divergence=rollback)" if train.on_divergence == "stop" else ""
+        raise LmforgeError(
+            f"{what}; {kept}; rerun with a lower --train.lr (now {lr:g}) or more "
+            f"--train.warmup_steps{hint}"
+        )
+
+    def _roll_back(self, checkpoint: Path, what: str) -> None:
+        rollbacks = self.state.rollbacks + 1
+        lr_scale = self.state.lr_scale * self.config.train.rollback_lr_factor
+        self._restore(checkpoint)
+        self.state.rollbacks, self.state.lr_scale = rollbacks, lr_scale
+        self.guard.consecutive_bad = 0
+        # Saved again at once: a run resumed from here continues with the lowered rate.
+        self.save()
+        self.metrics.log({"step": self.state.step, "rollback": rollbacks, "lr_scale": lr_scale})
+        if self.context.is_main:
+            self._progress.write(
+                f"{what}; rolled back to step {self.state.step} with the learning rate "
+                f"x{lr_scale:g} (rollback {rollbacks} of {self.config.train.max_rollbacks})"
+            )
+
+    def stop_here(self, stop: GracefulStop) -> None:
+        """Save the current step (unless just saved) and end the run with RunStopped."""
+        if self._saved_step != self.state.step:
+            self.save()
+        # Rank 0's write must end before any rank exits: torchrun stops every rank when one does.
+        barrier()
+        message = (
+            f"stopped at step {self.state.step} ({stop.signal_name}), checkpoint saved; "
+            "rerun the same command to continue"
+        )
+        raise RunStopped(message if self.context.is_main else "", stop.exit_code)
