@@ -31,6 +31,8 @@ def _complete_checkpoint(root: Path, step: int, model_config: dict | None = None
     final = run_dir.checkpoint_dir(root, step)
     staging = run_dir.staging_dir(final)
     (staging / run_dir.MODEL_FILE).write_bytes(b"")
+    (staging / run_dir.OPTIMIZER_FILE).write_bytes(b"")
+    run_dir.write_json(staging / run_dir.TRAINER_STATE_FILE, {"step": step})
     run_dir.write_json(staging / run_dir.MODEL_CONFIG_FILE, model_config or {})
     run_dir.publish_checkpoint(staging, final)
     return final

@@ -21,7 +21,14 @@ from lmforge.errors import LmforgeError
 from lmforge.models.lm import build_model
 from lmforge.models.weights import load_model_weights
 from lmforge.objectives.base import build_objective, resolve_objective_kind
-from lmforge.run_dir import check_run_dir, token_ids, write_run_files
+from lmforge.run_dir import (
+    check_run_dir,
+    lock_run_dir,
+    remove_leftovers,
+    start_clean,
+    token_ids,
+    write_run_files,
+)
 from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import Precision, check_fp16_stable
@@ -53,6 +60,25 @@ def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tok
     return train, val, tokenizer
 
 
+def open_run_dir(config: RunConfig, *, is_main: bool) -> Path | None:
+    """Lock, check and tidy the run directory, then write its files; returns the checkpoint to
+    resume from. Only rank 0 locks and writes: the ranks of one job share the directory."""
+    run_dir = Path(config.run.dir)
+    if is_main:
+        lock_run_dir(run_dir)
+    barrier()
+    resume_from = check_run_dir(config)
+    # Every rank decides before rank 0 writes: a slower rank would see a half-made run directory.
+    barrier()
+    if is_main:
+        remove_leftovers(run_dir)
+        if resume_from is None:
+            start_clean(run_dir)
+        write_run_files(config, Path(config.data.path))
+    barrier()
+    return resume_from
+
+
 def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset()) -> Trainer:
     """Everything between a resolved config and the first training step."""
     context = init_distributed(config.run.device)
@@ -79,12 +105,7 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         tokenizer=tokenizer,
         source=config.data.path,
     )
-    resume_from = check_run_dir(config)
-    # Every rank decides before rank 0 writes: a slower rank would see a half-made run directory.
-    barrier()
-    if context.is_main:
-        write_run_files(config, Path(config.data.path))
-    barrier()
+    resume_from = open_run_dir(config, is_main=context.is_main)
     torch.manual_seed(config.run.seed)
     raw_model = build_model(model_config, device=context.device)
     if config.init_from is not None and resume_from is None:
