@@ -416,17 +416,19 @@ def check_run_dir(config: RunConfig) -> Path | None:
 def _check_same_run(run_dir: Path, expected: dict, data_dir: Path, label: str) -> None:
     """Refuse to continue the run in `run_dir` with other identity keys, tokenizer or data;
     what it does not record (older versions, converted checkpoints) is not compared."""
+    data = None
     if (run_dir / CONFIG_FILE).is_file():
         saved = _saved_identity(run_dir)
         data = _read_json_or_none(run_dir / DATA_FILE)
-        if data and "path" in data:
+        if isinstance(data, dict) and "path" in data:
             saved["data.path"] = data["path"]
         difference = _first_difference(saved, expected)
         if difference:
             raise LmforgeError(f"{label} ({difference}); choose another --run.dir")
-        if data:
-            _check_data(data, data_identity(data_dir), data_dir)
+    # The tokenizer before the data's other fields: its message says what to do about it.
     _check_tokenizer(run_dir / TOKENIZER_FILES[0], data_dir)
+    if isinstance(data, dict):
+        _check_data(data, data_identity(data_dir), data_dir)
 
 
 def _saved_identity(run_dir: Path) -> dict:
