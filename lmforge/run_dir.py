@@ -24,9 +24,10 @@ place (`os.replace`), so a crash never leaves a half-written file under the real
 written before it did, `read_model_config` fills them in. Imports no torch.
 
 Starting a pretraining run goes in this order, so that nothing is written by a process that
-should not run: take the lock (`lock_run_dir`), check (`check_run_dir`: one identity check for
-every way of starting), then clear leftovers of a crash (`remove_leftovers`; `start_clean` when
-there is no checkpoint to resume), then write the run files (`write_run_files`).
+should not run: take the lock (`lock_run_dir`), clear the debris of a crash (`remove_leftovers`:
+a checkpoint caught being replaced is put back before LATEST is read), check (`check_run_dir`:
+one identity check for every way of starting), forget the history of a run that reached no
+checkpoint (`start_clean`), then write the run files (`write_run_files`).
 """
 
 from __future__ import annotations
@@ -466,15 +467,16 @@ def _check_tokenizer(tokenizer_file: Path | None, data_dir: Path) -> None:
         raise LmforgeError(
             f"{data_dir} was tokenized with another tokenizer than {tokenizer_file} "
             f"(sha256 {data_sha[:12]}... vs {run_sha[:12]}...); prepare the data with "
-            f"`--tokenizer {tokenizer_file.parent}`, or choose another --run.dir"
+            f"`lmforge data prepare --tokenizer {tokenizer_file.parent}`, or choose another "
+            "--run.dir"
         )
 
 
 def _tokenizer_of(checkpoint: Path) -> Path | None:
-    for folder in (checkpoint, _run_dir_of(checkpoint)):
-        if (folder / TOKENIZER_FILES[0]).is_file():
-            return folder / TOKENIZER_FILES[0]
-    return None
+    try:
+        return tokenizer_dir(checkpoint) / TOKENIZER_FILES[0]
+    except LmforgeError:
+        return None  # nothing to compare with
 
 
 def _check_resumable(checkpoint: Path) -> None:
@@ -543,7 +545,10 @@ def remove_leftovers(run_dir: Path) -> None:
             os.replace(old, final)
     for folder in (run_dir, checkpoints):
         for path in folder.glob(f"*{_STAGING_SUFFIX}"):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def start_clean(run_dir: Path) -> None:
@@ -596,7 +601,7 @@ def write_finetune_run_files(
 ) -> None:
     """config.yaml, task.json (what `lmforge predict` needs to rebuild the task: its name, options
     and state, e.g. the label set) and the tokenizer of the pretrained model, in a new folder
-    locked for the rest of the process (lock_run_dir)."""
+    locked for the rest of the process (run_lock.py)."""
     run_dir = Path(config.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     hold_lock(run_dir / LOCK_FILE, what=str(run_dir))

@@ -437,3 +437,14 @@ def test_checkpoint_without_a_readable_trainer_state_is_one_line(
         LmforgeError, match=rf"trainer_state.json {problem}.*; delete .*step-0000010"
     ):
         run_dir.check_run_dir(config)
+
+
+def test_a_checkpoint_caught_being_replaced_is_resumed(tmp_path: Path) -> None:
+    config = _started_run(tmp_path, _prepared_data(tmp_path.parent / f"{tmp_path.name}-data"))
+    step = tmp_path / "checkpoints" / "step-0000010"  # LATEST names it
+    os.replace(step, step.with_name(step.name + ".old"))  # publish_checkpoint's first rename
+    run_dir.staging_dir(step)  # the new copy, complete but not yet renamed
+    with pytest.raises(LmforgeError, match="names checkpoint 'step-0000010', which does not"):
+        run_dir.check_run_dir(config)
+    run_dir.remove_leftovers(tmp_path)  # what `lmforge pretrain` does first, holding the lock
+    assert run_dir.check_run_dir(config) == step

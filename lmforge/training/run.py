@@ -61,17 +61,18 @@ def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tok
 
 
 def open_run_dir(config: RunConfig, *, is_main: bool) -> Path | None:
-    """Lock, check and tidy the run directory, then write its files; returns the checkpoint to
+    """Lock, tidy and check the run directory, then write its files; returns the checkpoint to
     resume from. Only rank 0 locks and writes: the ranks of one job share the directory."""
     run_dir = Path(config.run.dir)
     if is_main:
         lock_run_dir(run_dir)
+        # Before the check reads LATEST: a checkpoint caught being replaced is put back.
+        remove_leftovers(run_dir)
     barrier()
     resume_from = check_run_dir(config)
     # Every rank decides before rank 0 writes: a slower rank would see a half-made run directory.
     barrier()
     if is_main:
-        remove_leftovers(run_dir)
         if resume_from is None:
             start_clean(run_dir)
         write_run_files(config, Path(config.data.path))
