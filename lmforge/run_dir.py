@@ -402,21 +402,29 @@ def check_run_dir(config: RunConfig) -> Path | None:
     data_dir = Path(config.data.path)
     expected = _identity(to_dict(config))
     if holds_run:
-        _check_same_run(run_dir, expected, data_dir, f"{run_dir} holds a different run")
+        refusal = (f"{run_dir} holds a different run", "choose another --run.dir")
+        _check_same_run(run_dir, expected, data_dir, refusal)
     if resume_from is not None:
         other = _run_dir_of(resume_from)
         if not holds_run or other.resolve() != run_dir.resolve():
-            label = f"checkpoint {resume_from} belongs to a different run"
-            _check_same_run(other, expected, data_dir, label)
+            refusal = (
+                f"checkpoint {resume_from} belongs to a different run",
+                "resume it with that run's settings, or start from its weights: "
+                f"`lmforge pretrain {resume_from}`",
+            )
+            _check_same_run(other, expected, data_dir, refusal)
         _check_resumable(resume_from)
     elif config.init_from is not None:
         _check_tokenizer(_tokenizer_of(resolve_checkpoint(config.init_from)), data_dir)
     return resume_from
 
 
-def _check_same_run(run_dir: Path, expected: dict, data_dir: Path, label: str) -> None:
-    """Refuse to continue the run in `run_dir` with other identity keys, tokenizer or data;
-    what it does not record (older versions, converted checkpoints) is not compared."""
+def _check_same_run(
+    run_dir: Path, expected: dict, data_dir: Path, refusal: tuple[str, str]
+) -> None:
+    """Refuse to continue the run in `run_dir` with other identity keys (`refusal`: what is
+    refused and what to do), tokenizer or data; what it does not record (older versions,
+    converted checkpoints) is not compared."""
     data = None
     if (run_dir / CONFIG_FILE).is_file():
         saved = _saved_identity(run_dir)
@@ -425,7 +433,7 @@ def _check_same_run(run_dir: Path, expected: dict, data_dir: Path, label: str) -
             saved["data.path"] = data["path"]
         difference = _first_difference(saved, expected)
         if difference:
-            raise LmforgeError(f"{label} ({difference}); choose another --run.dir")
+            raise LmforgeError(f"{refusal[0]} ({difference}); {refusal[1]}")
     # The tokenizer before the data's other fields: its message says what to do about it.
     _check_tokenizer(run_dir / TOKENIZER_FILES[0], data_dir)
     if isinstance(data, dict):
