@@ -403,13 +403,14 @@ def test_a_run_without_checkpoint_starts_clean(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("", "must be a mapping"),
-        ("model:\n  family: decoder\n", "KeyError"),
-        ("model: [1", "cannot"),
+        (b"", "must be a mapping"),
+        (b"model:\n  family: decoder\n", "KeyError"),  # cut short
+        (b"model: [1", "cannot read"),
+        (b"\xff\xfe\x00binary", "cannot read"),
     ],
 )
-def test_damaged_config_yaml_is_one_line(tmp_path: Path, text: str, reason: str) -> None:
-    (tmp_path / "config.yaml").write_text(text)
+def test_damaged_config_yaml_is_one_line(tmp_path: Path, text: bytes, reason: str) -> None:
+    (tmp_path / "config.yaml").write_bytes(text)
     with pytest.raises(
         LmforgeError, match=rf"config.yaml is empty or damaged \(.*{reason}.*\); restore"
     ) as caught:
