@@ -469,9 +469,14 @@ def _check_tokenizer(tokenizer_file: Path | None, data_dir: Path) -> None:
     if tokenizer_file is None or not tokenizer_file.is_file():
         return
     manifest = _read_json_or_none(data_dir / DATA_MANIFEST_FILE) or {}
-    data_sha = manifest.get("tokenizer_sha256") or _sha256(data_dir / TOKENIZER_FILES[0])
     run_sha = _sha256(tokenizer_file)
-    if data_sha is not None and run_sha != data_sha:
+    if run_sha is None:
+        return  # unreadable: loading the run would say so
+    # The manifest names the tokenizer the ids were made with; the file beside it is the one
+    # the run loads (its special ids): both must be the run's.
+    for data_sha in (manifest.get("tokenizer_sha256"), _sha256(data_dir / TOKENIZER_FILES[0])):
+        if data_sha is None or data_sha == run_sha:
+            continue
         raise LmforgeError(
             f"{data_dir} was tokenized with another tokenizer than {tokenizer_file} "
             f"(sha256 {data_sha[:12]}... vs {run_sha[:12]}...); prepare the data with "

@@ -320,6 +320,13 @@ def test_a_different_tokenizer_is_refused_and_never_copied(tmp_path: Path) -> No
     assert (tmp_path / "run" / "tokenizer.json").read_text() == "tokenizer A"
 
 
+def test_a_tokenizer_json_replaced_in_the_data_dir_is_refused(tmp_path: Path) -> None:
+    config = _started_run(tmp_path / "run", _prepared_data(tmp_path / "data"))
+    (tmp_path / "data" / "tokenizer.json").write_text("tokenizer B")  # the manifest says A
+    with pytest.raises(LmforgeError, match=r"tokenized with another tokenizer than"):
+        run_dir.check_run_dir(config)
+
+
 def test_init_from_a_checkpoint_of_another_tokenizer_is_refused(tmp_path: Path) -> None:
     _started_run(tmp_path / "first", _prepared_data(tmp_path / "data"))
     config = load_run_config(
