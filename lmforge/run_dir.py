@@ -378,7 +378,12 @@ def lock_run_dir(run_dir: Path) -> None:
     """Hold RUN_DIR/.lock for the rest of the process (`run_lock`), making the folder if needed;
     a folder that holds something other than a run is refused first, so no lock is left in it."""
     _refuse_foreign(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LmforgeError(
+            f"cannot create {run_dir} ({error.strerror}); choose a --run.dir you can write to"
+        ) from None
     hold_lock(run_dir / LOCK_FILE, what=str(run_dir))
 
 
@@ -471,7 +476,7 @@ def _check_tokenizer(tokenizer_file: Path | None, data_dir: Path) -> None:
     manifest = _read_json_or_none(data_dir / DATA_MANIFEST_FILE) or {}
     run_sha = _sha256(tokenizer_file)
     if run_sha is None:
-        return  # unreadable: loading the run would say so
+        return  # unreadable: nothing to compare with
     # The manifest names the tokenizer the ids were made with; the file beside it is the one
     # the run loads (its special ids): both must be the run's.
     for data_sha in (manifest.get("tokenizer_sha256"), _sha256(data_dir / TOKENIZER_FILES[0])):

@@ -12,6 +12,7 @@ Windows has no fcntl: there nothing is locked (lmforge targets Linux and macOS).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,8 @@ try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
 
 _HELD: dict[Path, int] = {}
 """Resolved lock file -> the open descriptor holding its lock; never closed (closing unlocks)."""
@@ -32,7 +35,13 @@ def hold_lock(path: Path, *, what: str) -> None:
     path = path.resolve()
     if fcntl is None or path in _HELD:
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise LmforgeError(
+            f"cannot create the lock file {path} ({error.strerror}); choose a --run.dir you "
+            "can write to"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -42,6 +51,10 @@ def hold_lock(path: Path, *, what: str) -> None:
             f"{what} is in use by another lmforge process (pid {holder}); wait for it to "
             "finish or stop it, or choose another --run.dir"
         ) from None
+    except OSError as error:  # a file system without locks (some network mounts)
+        os.close(fd)
+        logger.warning("%s cannot be locked (%s); make sure no other process uses it", what, error)
+        return
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[path] = fd

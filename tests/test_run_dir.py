@@ -456,3 +456,9 @@ def test_a_checkpoint_caught_being_replaced_is_resumed(tmp_path: Path) -> None:
         run_dir.check_run_dir(config)
     run_dir.remove_leftovers(tmp_path)  # what `lmforge pretrain` does first, holding the lock
     assert run_dir.check_run_dir(config) == step
+
+
+def test_an_unwritable_run_dir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LmforgeError, match=r"cannot create .*file/run \(.*\); choose a --run.dir"):
+        run_dir.lock_run_dir(tmp_path / "file" / "run")
