@@ -349,7 +349,9 @@ def _identity(config: dict) -> dict:
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
-    for key in sorted(set(old) | set(new)):
+    # In the order of the fields (config.yaml keeps it): the model's family and sizes come
+    # before the details of its components.
+    for key in [*old, *(key for key in new if key not in old)]:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             found = _first_difference(a, b, f"{prefix}{key}.")
