@@ -164,6 +164,8 @@ def test_kill_9_at_20_seeded_moments_changes_nothing(
             break
         fired.append(kill)
     assert len(fired) == 20, f"the run finished after {len(fired)} kills: {fired}"
+    inside_checkpoints = [kill for kill in fired if kill[0] not in ("step", "metrics row")]
+    assert len(inside_checkpoints) >= 8, fired
     code, stderr = _run(argv, tmp_path)
     assert code == 0, stderr
     expected = _losses(reference)
