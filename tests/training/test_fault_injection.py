@@ -152,7 +152,9 @@ def test_kill_9_at_20_seeded_moments_changes_nothing(
     draw = random.Random(13)
     hooks = _hooks()
     # The first kill lands before the first checkpoint: the rerun must not log steps 1-2 twice.
-    kills = [("step", 3)]
+    # The next between the rename of the first checkpoint and its LATEST (the rerun finds no
+    # LATEST and takes the newest step-*), then one just after a LATEST; 17 more are drawn.
+    kills = [("step", 3), ("run file", 1), ("publish", 2)]
     while len(kills) < 20:
         name = draw.choice(sorted(hooks))
         kills.append((name, draw.randint(1, hooks[name][2])))
