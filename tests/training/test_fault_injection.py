@@ -183,7 +183,7 @@ def test_kill_9_at_20_seeded_moments_changes_nothing(
 def test_a_second_process_is_refused_and_a_killed_one_leaves_no_lock(
     python_docs_data: Path, tmp_path: Path
 ) -> None:
-    argv = _argv(python_docs_data, tmp_path / "run", f"--train.max_steps={3}")
+    argv = _argv(python_docs_data, tmp_path / "run", "--train.max_steps=3")
     pause = FORK.Event()
     holder = FORK.Process(target=_child, args=(argv, str(tmp_path / "holder"), None, pause))
     holder.start()
