@@ -2,7 +2,9 @@
 
 A pretraining run (`lmforge pretrain`; `convert --from-hf` writes its tokenizer and checkpoint)::
 
+    RUN_DIR/.lock                            held by the process training it (run_lock.py); its PID
     RUN_DIR/config.yaml                      the resolved RunConfig; its identity keys name the run
+    RUN_DIR/data.json                        the data's resolved path and what its manifest says
     RUN_DIR/tokenizer.json, special_tokens.json    copied from the data directory
     RUN_DIR/metrics.jsonl, tensorboard/, curves.png
     RUN_DIR/checkpoints/step-0000100/        model.safetensors, optimizer.pt, trainer_state.json,
@@ -20,12 +22,19 @@ place (`os.replace`), so a crash never leaves a half-written file under the real
 `step-0000100.tmp`, renamed, and only then named by `LATEST`; readers ignore `.tmp` directories.
 `model_config.json` carries the special token ids generation needs (`tokens`); for checkpoints
 written before it did, `read_model_config` fills them in. Imports no torch.
+
+Starting a pretraining run goes in this order, so that nothing is written by a process that
+should not run: take the lock (`lock_run_dir`), clear the debris of a crash (`remove_leftovers`:
+a checkpoint caught being replaced is put back before LATEST is read), check (`check_run_dir`:
+one identity check for every way of starting), forget the history of a run that reached no
+checkpoint (`start_clean`), then write the run files (`write_run_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -46,8 +55,13 @@ from lmforge.config.loading import (
 from lmforge.config.model import ModelConfig, TokenIdsConfig
 from lmforge.config.schema import RunConfig
 from lmforge.errors import LmforgeError
+from lmforge.run_lock import hold_lock
 
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"
+DATA_FILE = "data.json"
+DATA_MANIFEST_FILE = "manifest.json"
+"""The manifest of a prepared data directory (data/shards.py)."""
 TOKENIZER_FILES = ("tokenizer.json", "special_tokens.json")
 """The tokenizer's files (`data.tokenizer.Tokenizer.save` writes them); the first is required."""
 METRICS_FILE = "metrics.jsonl"
@@ -65,6 +79,7 @@ TRAINER_STATE_FILE = "trainer_state.json"
 MODEL_CONFIG_FILE = "model_config.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _STAGING_SUFFIX = ".tmp"
+_OLD_SUFFIX = ".old"
 
 # Settings that define what a pretraining run directory holds; a different value means a
 # different run.
@@ -143,7 +158,7 @@ def publish_checkpoint(staging: Path, final: Path) -> None:
     point `LATEST` at it: a crash at any point leaves LATEST naming a complete checkpoint."""
     _fsync_dir(staging)
     if final.exists():
-        old = final.with_name(final.name + ".old")
+        old = final.with_name(final.name + _OLD_SUFFIX)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         os.replace(staging, final)
@@ -177,15 +192,25 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 def _read_latest(checkpoints: Path) -> Path | None:
     latest = checkpoints / LATEST_FILE
     if not latest.is_file():
-        return None
-    name = latest.read_text(encoding="utf-8").strip()
+        # LATEST is written just after its checkpoint is renamed into place: a crash in between,
+        # or a user who deleted a damaged LATEST, leaves the newest complete step-* to take.
+        complete = [
+            path for path in _step_dirs_or_none(checkpoints) if (path / MODEL_FILE).is_file()
+        ]
+        return complete[-1] if complete else None
+    name = latest.read_bytes()[:200].decode("utf-8", "replace").strip()
     path = checkpoints / name
-    if not name or not (path / MODEL_FILE).is_file():
+    if not _STEP_DIR.match(name) or not (path / MODEL_FILE).is_file():
         raise LmforgeError(
             f"{latest} names checkpoint {name!r}, which does not exist or is incomplete; "
-            "point --resume at an existing step-* directory or fix LATEST"
+            "point --resume at an existing step-* directory, or fix LATEST or delete it "
+            "(the newest complete step-* directory is then used)"
         )
     return path
+
+
+def _step_dirs_or_none(checkpoints: Path) -> list[Path]:
+    return step_dirs(checkpoints) if checkpoints.is_dir() else []
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
@@ -196,9 +221,8 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     if (path / MODEL_FILE).is_file():
         return path
     for checkpoints in (path, path / CHECKPOINTS_DIR):
-        if (checkpoints / LATEST_FILE).is_file():
-            latest = _read_latest(checkpoints)
-            assert latest is not None
+        latest = _read_latest(checkpoints)
+        if latest is not None:
             return latest
     raise LmforgeError(
         f"no checkpoint at {path}: expected a run dir with checkpoints/LATEST, "
@@ -308,60 +332,271 @@ def load_pretraining_config(source: str, overrides: list[str] | dict[str, str]) 
 
 
 def _identity(config: dict) -> dict:
+    """The identity keys of a config dict; raises KeyError/TypeError/AttributeError when a
+    section is missing or not a mapping (a damaged config.yaml)."""
     picked = {}
     for key in _IDENTITY_KEYS:
         section, name = (key, None) if isinstance(key, str) else key
-        value = config.get(section, {})
-        picked[f"{section}.{name}" if name else section] = value.get(name) if name else value
-    # The token ids follow from the tokenizer (data.path) and the objective, compared already;
-    # config.yaml files of older versions do not have them.
+        value = config[section]
+        picked[f"{section}.{name}" if name else section] = value[name] if name else dict(value)
+    # The token ids follow from the tokenizer and the objective, compared already; config.yaml
+    # files of older versions do not have them.
     picked["model"] = {key: value for key, value in picked["model"].items() if key != "tokens"}
+    # A relative and an absolute spelling of one folder are one data set (data.json keeps the
+    # resolved path; a config.yaml of an older version is resolved from here).
+    picked["data.path"] = str(Path(picked["data.path"]).expanduser().resolve())
     return picked
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
-    for key in sorted(set(old) | set(new)):
+    # In the order of the fields (config.yaml keeps it): the model's family and sizes come
+    # before the details of its components.
+    for key in [*old, *(key for key in new if key not in old)]:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             found = _first_difference(a, b, f"{prefix}{key}.")
             if found:
                 return found
-        elif a != b:
+        elif a != b and key in old:  # a key an older version did not record is not compared
             return f"{prefix}{key}: {a!r} there, {b!r} now"
     return ""
 
 
-def check_run_dir(config: RunConfig) -> Path | None:
-    """Decide where pretraining starts: None (fresh) or the checkpoint to resume from."""
-    run_dir = Path(config.run.dir)
-    if config.resume not in ("auto", "never"):
-        return resolve_checkpoint(Path(config.resume))
-    saved = run_dir / CONFIG_FILE
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        return None
-    if not saved.is_file():
+def _run_files(run_dir: Path) -> list[Path]:
+    """What a run directory holds besides its lock."""
+    return [path for path in run_dir.iterdir() if path.name != LOCK_FILE]
+
+
+def _refuse_foreign(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LmforgeError(f"--run.dir {run_dir} is a file; choose a directory path")
+    if run_dir.is_dir() and _run_files(run_dir) and not (run_dir / CONFIG_FILE).is_file():
         raise LmforgeError(
             f"{run_dir} exists and is not an lmforge run directory; choose another --run.dir"
         )
-    if config.resume == "never":
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Hold RUN_DIR/.lock for the rest of the process (`run_lock`), making the folder if needed;
+    a folder that holds something other than a run is refused first, so no lock is left in it."""
+    _refuse_foreign(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LmforgeError(
+            f"cannot create {run_dir} ({error.strerror}); choose a --run.dir you can write to"
+        ) from None
+    hold_lock(run_dir / LOCK_FILE, what=str(run_dir))
+
+
+def check_run_dir(config: RunConfig) -> Path | None:
+    """Decide where pretraining starts, before anything is written: None (from step 0) or the
+    checkpoint to resume from. Every way in (a fresh run, a rerun, --resume=PATH, init_from)
+    passes the same checks: the identity keys, the tokenizer and the data of each run it
+    continues, and a checkpoint that can be resumed."""
+    run_dir = Path(config.run.dir)
+    _refuse_foreign(run_dir)
+    holds_run = (run_dir / CONFIG_FILE).is_file()
+    if holds_run and config.resume == "never":
         raise LmforgeError(
             f"{run_dir} already holds a run; choose another --run.dir, "
             "or --resume=auto to continue it"
         )
-    difference = _first_difference(_identity(read_yaml(saved)), _identity(to_dict(config)))
+    if config.resume not in ("auto", "never"):
+        resume_from = resolve_checkpoint(Path(config.resume))
+    else:
+        resume_from = latest_checkpoint(run_dir) if holds_run else None
+    data_dir = Path(config.data.path)
+    expected = _identity(to_dict(config))
+    if holds_run:
+        refusal = (f"{run_dir} holds a different run", "choose another --run.dir")
+        _check_same_run(run_dir, expected, data_dir, refusal)
+    if resume_from is not None:
+        other = _run_dir_of(resume_from)
+        if not holds_run or other.resolve() != run_dir.resolve():
+            refusal = (
+                f"checkpoint {resume_from} belongs to a different run",
+                "resume it with that run's settings, or start from its weights: "
+                f"`lmforge pretrain {resume_from}`",
+            )
+            _check_same_run(other, expected, data_dir, refusal)
+        _check_resumable(resume_from)
+    elif config.init_from is not None:
+        _check_tokenizer(_tokenizer_of(resolve_checkpoint(config.init_from)), data_dir)
+    return resume_from
+
+
+def _check_same_run(
+    run_dir: Path, expected: dict, data_dir: Path, refusal: tuple[str, str]
+) -> None:
+    """Refuse to continue the run in `run_dir` with other identity keys (`refusal`: what is
+    refused and what to do), tokenizer or data; what it does not record (older versions,
+    converted checkpoints) is not compared."""
+    data = None
+    if (run_dir / CONFIG_FILE).is_file():
+        saved = _saved_identity(run_dir)
+        data = _read_json_or_none(run_dir / DATA_FILE)
+        if isinstance(data, dict) and "path" in data:
+            saved["data.path"] = data["path"]
+        difference = _first_difference(saved, expected)
+        if difference:
+            raise LmforgeError(f"{refusal[0]} ({difference}); {refusal[1]}")
+    # The tokenizer before the data's other fields: its message says what to do about it.
+    _check_tokenizer(run_dir / TOKENIZER_FILES[0], data_dir)
+    if isinstance(data, dict):
+        _check_data(data, data_identity(data_dir), data_dir)
+
+
+def _saved_identity(run_dir: Path) -> dict:
+    path = run_dir / CONFIG_FILE
+    if (run_dir / TASK_FILE).is_file():
+        raise LmforgeError(f"{run_dir} holds a fine-tuning run; choose another --run.dir")
+    try:
+        return _identity(read_yaml(path))
+    except (LmforgeError, KeyError, TypeError, AttributeError, ValueError) as error:
+        reason = str(error).splitlines()[0] if isinstance(error, LmforgeError) else repr(error)
+        raise LmforgeError(
+            f"{path} is empty or damaged ({reason}); restore it, or delete {run_dir} "
+            "to start the run over"
+        ) from None
+
+
+def _check_data(saved: dict, now: dict, data_dir: Path) -> None:
+    saved = {key: value for key, value in saved.items() if key != "path"}
+    difference = _first_difference(saved, {key: now.get(key) for key in saved})
     if difference:
         raise LmforgeError(
-            f"{run_dir} holds a different run ({difference}); choose another --run.dir"
+            f"{data_dir} was prepared again since this run started ({difference}); give the "
+            "data the run was trained on, or choose another --run.dir"
         )
-    return latest_checkpoint(run_dir)
+
+
+def _check_tokenizer(tokenizer_file: Path | None, data_dir: Path) -> None:
+    """The data's tokens must be those of the tokenizer the weights were trained with."""
+    if tokenizer_file is None or not tokenizer_file.is_file():
+        return
+    manifest = _read_json_or_none(data_dir / DATA_MANIFEST_FILE) or {}
+    run_sha = _sha256(tokenizer_file)
+    if run_sha is None:
+        return  # unreadable: nothing to compare with
+    # The manifest names the tokenizer the ids were made with; the file beside it is the one
+    # the run loads (its special ids): both must be the run's.
+    for data_sha in (manifest.get("tokenizer_sha256"), _sha256(data_dir / TOKENIZER_FILES[0])):
+        if data_sha is None or data_sha == run_sha:
+            continue
+        raise LmforgeError(
+            f"{data_dir} was tokenized with another tokenizer than {tokenizer_file} "
+            f"(sha256 {data_sha[:12]}... vs {run_sha[:12]}...); prepare the data with "
+            f"`lmforge data prepare --tokenizer {tokenizer_file.parent}`, or choose another "
+            "--run.dir"
+        )
+
+
+def _tokenizer_of(checkpoint: Path) -> Path | None:
+    try:
+        return tokenizer_dir(checkpoint) / TOKENIZER_FILES[0]
+    except LmforgeError:
+        return None  # nothing to compare with
+
+
+def _check_resumable(checkpoint: Path) -> None:
+    """A checkpoint to resume from needs its trainer state and optimizer state."""
+    state = checkpoint / TRAINER_STATE_FILE
+    fix = (
+        f"delete {checkpoint} (and {LATEST_FILE} if it names it: the newest remaining "
+        "checkpoint is then used), or pass --resume=PATH of another checkpoint"
+    )
+    try:
+        step = json.loads(state.read_text(encoding="utf-8"))["step"]
+        if not isinstance(step, int):
+            raise TypeError(f"step is {step!r}")
+    except FileNotFoundError:
+        raise LmforgeError(f"{state} is missing, so it cannot be resumed; {fix}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise LmforgeError(f"{state} is damaged ({reason}); {fix}") from None
+    if not (checkpoint / OPTIMIZER_FILE).is_file():
+        raise LmforgeError(
+            f"{checkpoint} holds no {OPTIMIZER_FILE}, so it cannot be resumed; continue "
+            f"pretraining from its weights instead: `lmforge pretrain {checkpoint} --run.dir=NEW`"
+        )
+
+
+def data_identity(data_dir: Path) -> dict[str, Any]:
+    """What data.json records of the data a run trains on: its resolved path and what its
+    manifest says of its content (prepared again with other inputs or another tokenizer, it
+    differs)."""
+    manifest = _read_json_or_none(data_dir / DATA_MANIFEST_FILE) or {}
+    splits = manifest.get("splits") or {}
+    return {
+        "path": str(data_dir.expanduser().resolve()),
+        "tokenizer_sha256": manifest.get("tokenizer_sha256"),
+        "inputs": manifest.get("inputs"),
+        "options": manifest.get("options"),
+        "num_tokens": {name: split.get("num_tokens") for name, split in splits.items()},
+    }
+
+
+def _read_json_or_none(path: Path) -> Any:
+    """The JSON value in `path`; None when it is absent or unreadable (then not compared)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Clear what a crash left half-written; call it holding the lock, so that no live writer
+    owns them. `*.tmp` files and `step-*.tmp` directories go; a `step-*.old` directory whose
+    checkpoint was caught being replaced (publish_checkpoint) is put back, else removed."""
+    checkpoints = run_dir / CHECKPOINTS_DIR
+    for old in checkpoints.glob(f"step-*{_OLD_SUFFIX}"):
+        final = old.with_name(old.name.removesuffix(_OLD_SUFFIX))
+        if final.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, final)
+    for folder in (run_dir, checkpoints):
+        for path in folder.glob(f"*{_STAGING_SUFFIX}"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def start_clean(run_dir: Path) -> None:
+    """Forget the history of a run that never reached a checkpoint: its rerun starts again at
+    step 0, and the rows of the lost steps must not stay beside the new ones."""
+    for name in (METRICS_FILE, CURVES_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
 
 
 def write_run_files(config: RunConfig, data_dir: Path) -> None:
-    """config.yaml and the data's tokenizer, before the first step."""
+    """config.yaml (atomically, and only when it changed), data.json, and the data's tokenizer
+    unless the run has one (check_run_dir found it the same), before the first step."""
     run_dir = Path(config.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / CONFIG_FILE, yaml_text(config))
-    copy_tokenizer(data_dir, run_dir)
+    _write_if_changed(run_dir / CONFIG_FILE, yaml_text(config))
+    _write_if_changed(
+        run_dir / DATA_FILE, json.dumps(data_identity(Path(config.data.path)), indent=2) + "\n"
+    )
+    if not (run_dir / TOKENIZER_FILES[0]).is_file():
+        copy_tokenizer(data_dir, run_dir)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    write_text(path, text)
 
 
 # --- fine-tuning runs -------------------------------------------------------------------------
@@ -370,7 +605,7 @@ def write_run_files(config: RunConfig, data_dir: Path) -> None:
 def check_new_run_dir(run_dir: Path) -> None:
     """Refuse a folder that holds something: a finished run must never be mixed with a new one.
     The folder itself is made only once the data has been read and checked."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and (not run_dir.is_dir() or _run_files(run_dir)):
         raise LmforgeError(
             f"{run_dir} already exists and is not empty; pass a new --run.dir or delete it"
         )
@@ -385,9 +620,13 @@ def write_finetune_run_files(
     tokenizer_source: Path,
 ) -> None:
     """config.yaml, task.json (what `lmforge predict` needs to rebuild the task: its name, options
-    and state, e.g. the label set) and the tokenizer of the pretrained model."""
+    and state, e.g. the label set) and the tokenizer of the pretrained model, in a new folder
+    locked for the rest of the process (run_lock.py)."""
     run_dir = Path(config.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    hold_lock(run_dir / LOCK_FILE, what=str(run_dir))
+    # Checked again holding the lock: another process may have filled the folder meanwhile.
+    check_new_run_dir(run_dir)
     write_text(run_dir / CONFIG_FILE, yaml_text(config))
     info = {"task": task_name, "pretrained": config.pretrained, "metric": metric}
     write_json(run_dir / TASK_FILE, info | {"options": to_dict(config)["task"], **task_state})

@@ -2,7 +2,8 @@
 functions, goes from a module's layer to a layer the table below allows; and the config package
 imports without torch, so configurations can be checked anywhere.
 
-    ground floor   errors; config (errors); data, run_dir (config, errors); kernels (torch only)
+    ground floor   errors; config, run_lock (errors); data, run_dir (config, errors; run_dir also
+                   run_lock); kernels (torch only)
     layers -> models -> interop, generation -> objectives, tasks -> training -> bench, api -> cli
     evaluation and distributed stand on the ground floor alone (distributed: and kernels).
 """
@@ -21,7 +22,7 @@ from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "lmforge"
 
-_GROUND = {"errors", "config", "data", "run_dir"}
+_GROUND = {"errors", "config", "data", "run_dir", "run_lock"}
 _MODELS = _GROUND | {"layers", "models"}
 _BELOW_TRAINING = _MODELS | {
     "kernels", "interop", "generation", "objectives", "tasks", "evaluation", "distributed",
@@ -33,7 +34,9 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
     "data": {"config", "errors"},
-    "run_dir": {"config", "errors"},
+    "run_dir": {"config", "errors", "run_lock"},
+    # The run directory's lock, a plain file lock that knows nothing of runs.
+    "run_lock": {"errors"},
     "kernels": {"errors"},
     "evaluation": _GROUND,
     # The device choice applies the CPU process's allocator policy (kernels/allocator.py).
@@ -54,7 +57,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 """Layer (the first name under lmforge) -> the layers it may import besides its own."""
 
-TORCH_FREE = {"config", "run_dir", "errors"}
+TORCH_FREE = {"config", "run_dir", "run_lock", "errors"}
 """Layers that import no torch at all, not even inside a function."""
 
 

@@ -4,7 +4,9 @@ and the token ids of model_config.json files written before it carried them."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +33,8 @@ def _complete_checkpoint(root: Path, step: int, model_config: dict | None = None
     final = run_dir.checkpoint_dir(root, step)
     staging = run_dir.staging_dir(final)
     (staging / run_dir.MODEL_FILE).write_bytes(b"")
+    (staging / run_dir.OPTIMIZER_FILE).write_bytes(b"")
+    run_dir.write_json(staging / run_dir.TRAINER_STATE_FILE, {"step": step})
     run_dir.write_json(staging / run_dir.MODEL_CONFIG_FILE, model_config or {})
     run_dir.publish_checkpoint(staging, final)
     return final
@@ -197,3 +201,264 @@ def test_token_ids_outside_the_vocabulary_are_refused() -> None:
         dataclasses.replace(get_preset("gpt2-tiny"), tokens=TokenIdsConfig(eos_id=5000))
     with pytest.raises(LmforgeError, match="decoder_start_id is only valid for family encoder_dec"):
         dataclasses.replace(get_preset("gpt2-tiny"), tokens=TokenIdsConfig(decoder_start_id=0))
+
+
+# --- the lock, the identity check, leftovers and damaged files (issue 13) ---------------------
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from lmforge.run_dir import lock_run_dir
+lock_run_dir(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def _locked_by_child(folder: Path) -> subprocess.Popen:
+    """A child process (no torch: it starts fast) holding the lock of `folder`."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_a_second_process_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    child = _locked_by_child(tmp_path / "run")
+    try:
+        with pytest.raises(
+            LmforgeError, match=rf"in use by another lmforge process \(pid {child.pid}\)"
+        ):
+            run_dir.lock_run_dir(tmp_path / "run")
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_kill_9_leaves_no_stale_lock(tmp_path: Path) -> None:
+    child = _locked_by_child(tmp_path / "run")
+    child.kill()  # SIGKILL: no cleanup code runs; the kernel drops the lock
+    child.wait()
+    assert (tmp_path / "run" / ".lock").read_text().strip() == str(child.pid)
+    run_dir.lock_run_dir(tmp_path / "run")
+    assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
+    run_dir.lock_run_dir(tmp_path / "run")  # the holder may ask again (the Python API does)
+
+
+def test_no_lock_is_left_in_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(LmforgeError, match="is not an lmforge run directory"):
+        run_dir.lock_run_dir(tmp_path)
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_finetuning_locks_its_new_run_dir(tmp_path: Path) -> None:
+    child = _locked_by_child(tmp_path / "run")
+    try:
+        run_dir.check_new_run_dir(tmp_path / "run")  # the lock file alone is not a run
+        with pytest.raises(LmforgeError, match=rf"pid {child.pid}"):
+            _write_finetune_run(tmp_path)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _write_finetune_run(root: Path) -> None:
+    (root / "pretrained").mkdir(exist_ok=True)
+    (root / "pretrained" / "tokenizer.json").write_text("{}")
+    config = load_finetune_config(
+        "classify", str(root / "pretrained"), [f"--run.dir={root / 'run'}", "--data.train=t.txt"]
+    )
+    run_dir.write_finetune_run_files(
+        config, task_name="classify", metric="accuracy", task_state={},
+        tokenizer_source=root / "pretrained",
+    )  # fmt: skip
+
+
+def _prepared_data(folder: Path, tokenizer: str = "tokenizer A", num_tokens: int = 100) -> Path:
+    """A data directory as far as the identity check reads it: tokenizer.json and manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.json").write_text(tokenizer)
+    manifest = {
+        "tokenizer_sha256": hashlib.sha256(tokenizer.encode()).hexdigest(),
+        "inputs": ["corpus.txt"], "options": {"split": "auto"},
+        "splits": {"train": {"num_tokens": num_tokens}, "val": {"num_tokens": 10}},
+    }  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _started_run(root: Path, data: Path, *overrides: str):
+    """A run directory as `lmforge pretrain` leaves it after its first checkpoint."""
+    config = load_run_config("gpt2-tiny", [f"--run.dir={root}", f"--data.path={data}", *overrides])
+    run_dir.write_run_files(config, data)
+    _complete_checkpoint(root, 10)
+    return config
+
+
+def test_resume_from_a_path_gets_the_identity_check(tmp_path: Path) -> None:
+    data = _prepared_data(tmp_path / "data")
+    _started_run(tmp_path / "run", data)
+    step = str(tmp_path / "run" / "checkpoints" / "step-0000010")
+    other = load_run_config(
+        "bloom-tiny", [f"--run.dir={tmp_path / 'run'}", f"--data.path={data}", f"--resume={step}"]
+    )
+    with pytest.raises(LmforgeError, match=r"run holds a different run \(model\."):
+        run_dir.check_run_dir(other)
+    # The same checkpoint continued into a new folder: still the other run's identity.
+    moved = dataclasses.replace(other, run=dataclasses.replace(other.run, dir=str(tmp_path / "b")))
+    with pytest.raises(LmforgeError, match=r"step-0000010 belongs to a different run \(model\."):
+        run_dir.check_run_dir(moved)
+
+
+def test_a_different_tokenizer_is_refused_and_never_copied(tmp_path: Path) -> None:
+    config = _started_run(tmp_path / "run", _prepared_data(tmp_path / "data"))
+    _prepared_data(tmp_path / "data", tokenizer="tokenizer B")  # re-prepared, same size
+    with pytest.raises(LmforgeError, match=r"tokenized with another tokenizer than .*run/tokeni"):
+        run_dir.check_run_dir(config)
+    assert (tmp_path / "run" / "tokenizer.json").read_text() == "tokenizer A"
+
+
+def test_a_tokenizer_json_replaced_in_the_data_dir_is_refused(tmp_path: Path) -> None:
+    config = _started_run(tmp_path / "run", _prepared_data(tmp_path / "data"))
+    (tmp_path / "data" / "tokenizer.json").write_text("tokenizer B")  # the manifest says A
+    with pytest.raises(LmforgeError, match=r"tokenized with another tokenizer than"):
+        run_dir.check_run_dir(config)
+
+
+def test_init_from_a_checkpoint_of_another_tokenizer_is_refused(tmp_path: Path) -> None:
+    _started_run(tmp_path / "first", _prepared_data(tmp_path / "data"))
+    config = load_run_config(
+        "gpt2-tiny",
+        [f"--run.dir={tmp_path / 'second'}", f"--data.path={tmp_path / 'other'}",
+         f"--init_from={tmp_path / 'first'}"],
+    )  # fmt: skip
+    _prepared_data(tmp_path / "other", tokenizer="tokenizer B")
+    with pytest.raises(LmforgeError, match="tokenized with another tokenizer than .*first"):
+        run_dir.check_run_dir(config)
+
+
+def test_data_re_prepared_with_other_content_is_refused(tmp_path: Path) -> None:
+    config = _started_run(tmp_path / "run", _prepared_data(tmp_path / "data"))
+    _prepared_data(tmp_path / "data", num_tokens=120)
+    with pytest.raises(LmforgeError, match=r"prepared again .*num_tokens.train: 100 there, 120"):
+        run_dir.check_run_dir(config)
+
+
+def test_relative_and_absolute_data_paths_are_one_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _started_run(Path("run"), _prepared_data(Path("data")))
+    config = load_run_config(
+        "gpt2-tiny", [f"--run.dir={tmp_path / 'run'}", f"--data.path={tmp_path / 'data'}"]
+    )
+    assert run_dir.check_run_dir(config) == tmp_path / "run" / "checkpoints" / "step-0000010"
+    elsewhere = _prepared_data(tmp_path / "copy")
+    moved = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(elsewhere)))
+    with pytest.raises(LmforgeError, match=r"different run \(data.path: '.*/data' there"):
+        run_dir.check_run_dir(moved)
+
+
+def test_a_run_of_an_older_version_resumes_and_gets_data_json(tmp_path: Path) -> None:
+    data = _prepared_data(tmp_path / "data")
+    config = _started_run(tmp_path / "run", data)
+    (tmp_path / "run" / "data.json").unlink()  # older versions wrote none
+    assert run_dir.check_run_dir(config) is not None
+    run_dir.write_run_files(config, data)
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["num_tokens"]["train"] == 100
+
+
+def test_config_yaml_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:
+    data = _prepared_data(tmp_path / "data")
+    config = _started_run(tmp_path / "run", data)
+    saved = tmp_path / "run" / "config.yaml"
+    inode = saved.stat().st_ino  # an atomic rewrite replaces the file, hence a new inode
+    run_dir.write_run_files(config, data)
+    assert saved.stat().st_ino == inode
+    longer = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=77))
+    run_dir.write_run_files(longer, data)
+    assert saved.stat().st_ino != inode and "max_steps: 77" in saved.read_text()
+
+
+def test_leftovers_of_a_crash_are_cleared(tmp_path: Path) -> None:
+    _complete_checkpoint(tmp_path, 10)
+    checkpoints = tmp_path / "checkpoints"
+    run_dir.staging_dir(run_dir.checkpoint_dir(tmp_path, 20))
+    (tmp_path / "config.yaml.tmp").write_text("half")
+    (checkpoints / "LATEST.tmp").write_text("half")
+    # Caught between the two renames of publish_checkpoint: the old step-10 is put back.
+    os.replace(checkpoints / "step-0000010", checkpoints / "step-0000010.old")
+    _complete_checkpoint(tmp_path, 5)
+    os.replace(checkpoints / "step-0000005", checkpoints / "step-0000005.old")
+    _complete_checkpoint(tmp_path, 5)  # ...while this one was replaced completely
+    run_dir.remove_leftovers(tmp_path)
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "LATEST", "step-0000005", "step-0000010",
+    ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]
+
+
+def test_a_run_without_checkpoint_starts_clean(tmp_path: Path) -> None:
+    for name in ("metrics.jsonl", "curves.png", "tensorboard/events.out"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("rows of steps 1-6")
+    (tmp_path / "config.yaml").write_text("kept")
+    run_dir.start_clean(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (b"", "must be a mapping"),
+        (b"model:\n  family: decoder\n", "KeyError"),  # cut short
+        (b"model: [1", "cannot read"),
+        (b"\xff\xfe\x00binary", "cannot read"),
+    ],
+)
+def test_damaged_config_yaml_is_one_line(tmp_path: Path, text: bytes, reason: str) -> None:
+    (tmp_path / "config.yaml").write_bytes(text)
+    with pytest.raises(
+        LmforgeError, match=rf"config.yaml is empty or damaged \(.*{reason}.*\); restore"
+    ) as caught:
+        run_dir.check_run_dir(_run_config(tmp_path))
+    assert "\n" not in str(caught.value)
+
+
+def test_garbage_latest_is_one_line(tmp_path: Path) -> None:
+    config = _started_run(tmp_path, _prepared_data(tmp_path.parent / f"{tmp_path.name}-data"))
+    (tmp_path / "checkpoints" / "LATEST").write_bytes(b"\xff\x00garbage")
+    with pytest.raises(LmforgeError, match="LATEST names checkpoint .*fix LATEST or delete it"):
+        run_dir.check_run_dir(config)
+    (tmp_path / "checkpoints" / "LATEST").unlink()  # as the message says: the newest is used
+    assert run_dir.check_run_dir(config) == tmp_path / "checkpoints" / "step-0000010"
+
+
+@pytest.mark.parametrize(("content", "problem"), [(None, "is missing"), ("{", "is damaged")])
+def test_checkpoint_without_a_readable_trainer_state_is_one_line(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    config = _started_run(tmp_path, _prepared_data(tmp_path.parent / f"{tmp_path.name}-data"))
+    state = tmp_path / "checkpoints" / "step-0000010" / "trainer_state.json"
+    state.unlink() if content is None else state.write_text(content)
+    with pytest.raises(
+        LmforgeError, match=rf"trainer_state.json {problem}.*; delete .*step-0000010"
+    ):
+        run_dir.check_run_dir(config)
+
+
+def test_a_checkpoint_caught_being_replaced_is_resumed(tmp_path: Path) -> None:
+    config = _started_run(tmp_path, _prepared_data(tmp_path.parent / f"{tmp_path.name}-data"))
+    step = tmp_path / "checkpoints" / "step-0000010"  # LATEST names it
+    os.replace(step, step.with_name(step.name + ".old"))  # publish_checkpoint's first rename
+    run_dir.staging_dir(step)  # the new copy, complete but not yet renamed
+    with pytest.raises(LmforgeError, match="names checkpoint 'step-0000010', which does not"):
+        run_dir.check_run_dir(config)
+    run_dir.remove_leftovers(tmp_path)  # what `lmforge pretrain` does first, holding the lock
+    assert run_dir.check_run_dir(config) == step
+
+
+def test_an_unwritable_run_dir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LmforgeError, match=r"cannot create .*file/run \(.*\); choose a --run.dir"):
+        run_dir.lock_run_dir(tmp_path / "file" / "run")

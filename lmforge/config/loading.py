@@ -159,7 +159,7 @@ def read_yaml(path: Path) -> dict:
     """The mapping a YAML config file holds; unreadable files and other values are errors."""
     try:
         raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise LmforgeError(f"cannot read config {path}: {error}".splitlines()[0]) from None
     if not isinstance(raw, dict):
         raise LmforgeError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")

@@ -23,7 +23,14 @@ from lmforge.models.lm import build_model
 from lmforge.models.stacks import set_activation_checkpointing
 from lmforge.models.weights import load_model_weights
 from lmforge.objectives.base import build_objective, resolve_objective_kind
-from lmforge.run_dir import check_run_dir, token_ids, write_run_files
+from lmforge.run_dir import (
+    check_run_dir,
+    lock_run_dir,
+    remove_leftovers,
+    start_clean,
+    token_ids,
+    write_run_files,
+)
 from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.memory import check_memory
 from lmforge.training.optim import build_optimizer
@@ -56,6 +63,26 @@ def load_data(config: RunConfig) -> tuple[TokenDataset, TokenDataset | None, Tok
     return train, val, tokenizer
 
 
+def open_run_dir(config: RunConfig, *, is_main: bool) -> Path | None:
+    """Lock, tidy and check the run directory, then write its files; returns the checkpoint to
+    resume from. Only rank 0 locks and writes: the ranks of one job share the directory."""
+    run_dir = Path(config.run.dir)
+    if is_main:
+        lock_run_dir(run_dir)
+        # Before the check reads LATEST: a checkpoint caught being replaced is put back.
+        remove_leftovers(run_dir)
+    barrier()
+    resume_from = check_run_dir(config)
+    # Every rank decides before rank 0 writes: a slower rank would see a half-made run directory.
+    barrier()
+    if is_main:
+        if resume_from is None:
+            start_clean(run_dir)
+        write_run_files(config, Path(config.data.path))
+    barrier()
+    return resume_from
+
+
 def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset()) -> Trainer:
     """Everything between a resolved config and the first training step."""
     context = init_distributed(config.run.device)
@@ -84,12 +111,7 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
     )
     # Before anything is written or allocated: a run that cannot fit stops here, in one line.
     check_memory(build_model(model_config, device="meta"), config, context, precision.dtype)
-    resume_from = check_run_dir(config)
-    # Every rank decides before rank 0 writes: a slower rank would see a half-made run directory.
-    barrier()
-    if context.is_main:
-        write_run_files(config, Path(config.data.path))
-    barrier()
+    resume_from = open_run_dir(config, is_main=context.is_main)
     torch.manual_seed(config.run.seed)
     raw_model = build_model(model_config, device=context.device)
     if config.init_from is not None and resume_from is None:

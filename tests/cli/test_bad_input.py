@@ -59,7 +59,7 @@ def test_checkpoint_of_another_shape_is_refused(python_docs_data: Path, tmp_path
         pretrain(python_docs_data, tmp_path / "b", "--model.d_ff=128", resume), capsys
     )
     assert code == 2
-    assert "different model shape" in line
+    assert "belongs to a different run (model.d_ff: 64 there, 128 now)" in line
 
 
 def test_truncated_checkpoint_is_refused(python_docs_data: Path, tmp_path: Path, capsys):
