@@ -8,12 +8,15 @@
                                               qa: BertForSequenceClassification, ...; seq2seq and
                                               generative classify: the seq2seq model)
 
-Reading never runs code from the files (safetensors, or torch.load(weights_only=True) for .bin;
-no remote code). The converted run holds weights and no optimizer state: `generate` and
-`load_pretrained` use it directly, and `lmforge pretrain OUT --data.path=DATA --run.dir=RUN`
-continues pretraining from its weights (step 0, fresh optimizer). The exported tokenizer frames
-texts as the model read them in lmforge ([CLS] a [SEP], <s> a </s>, a </s>; a fine-tuned model as
-its task), so that transformers' pipelines feed the model what lmforge feeds it.
+Reading never runs code from the files: weights are read from safetensors only (a folder
+holding only pickled pytorch_model.bin weights is refused, with the command that converts them),
+and no remote code runs. A broken input (malformed config.json, truncated or missing weight
+files, unreadable tokenizer files) is one `error:` line. The converted run holds weights and no
+optimizer state: `generate` and `load_pretrained` use it directly, and `lmforge pretrain OUT
+--data.path=DATA --run.dir=RUN` continues pretraining from its weights (step 0, fresh
+optimizer). The exported tokenizer frames texts as the model read them in lmforge ([CLS] a
+[SEP], <s> a </s>, a </s>; a fine-tuned model as its task), so that transformers' pipelines feed
+the model what lmforge feeds it.
 """
 
 from __future__ import annotations
@@ -102,14 +105,18 @@ def _hf_tokenizer(hf_dir: Path):
     # transformers 5 builds an empty tokenizer for a folder without any: look for files first.
     if not any((hf_dir / name).is_file() for name in _TOKENIZER_FILES):
         return None
-    try:
-        from transformers import AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from lmforge.errors import LmforgeError, one_line
+
+    try:
         hf_tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), use_fast=True,
                                                      trust_remote_code=False)  # fmt: skip
-    except (OSError, ValueError, TypeError) as error:
-        logger.info("no usable tokenizer in %s (%s)", hf_dir, str(error).splitlines()[0])
-        return None
+    except Exception as error:  # tokenizers' Rust parser raises bare Exception on a bad file
+        raise LmforgeError(
+            f"the tokenizer files in {hf_dir} cannot be read ({one_line(error)}); "
+            "download them again, or move them out of the folder to convert the weights alone"
+        ) from None
     backend = getattr(hf_tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
