@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, reporting_write_failure
 from lmforge.models.weights import dedupe_tied, load_model_weights
 from lmforge.run_dir import (
     MODEL_CONFIG_FILE,
@@ -40,6 +40,7 @@ from lmforge.run_dir import (
     TRAINER_STATE_FILE,
     checkpoint_dir,
     fsync_file,
+    latest_checkpoint,
     publish_checkpoint,
     resolve_checkpoint,
     staging_dir,
@@ -83,16 +84,27 @@ def save_checkpoint(
     # rng goes last: it is long and no one reads it by eye.
     state = {**trainer_state, "step": step}
     state["rng"] = state.pop("rng", None) or capture_rng_state()
-    _save_model(model, tmp / MODEL_FILE)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        fsync_file(tmp / OPTIMIZER_FILE)
-    write_json(tmp / TRAINER_STATE_FILE, state, indent=1)
-    write_json(tmp / MODEL_CONFIG_FILE, dict(model_config))
-    publish_checkpoint(tmp, final)
+    intact = _intact_after_failure(run_dir)
+    with reporting_write_failure(final, intact=intact, discard=tmp):
+        _save_model(model, tmp / MODEL_FILE)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            fsync_file(tmp / OPTIMIZER_FILE)
+        write_json(tmp / TRAINER_STATE_FILE, state, indent=1)
+        write_json(tmp / MODEL_CONFIG_FILE, dict(model_config))
+        publish_checkpoint(tmp, final)
     _prune(final.parent, keep_last, keep=final.name)
     logger.info("saved checkpoint %s", final)
     return final
+
+
+def _intact_after_failure(run_dir: str | os.PathLike[str]) -> str:
+    """What a failed checkpoint write leaves: the checkpoint LATEST names, untouched (the new one
+    is assembled beside it and only then named)."""
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return "no checkpoint was complete yet; rerun the same command to start again"
+    return f"the last complete checkpoint {latest.name} is intact; rerun the same command to resume"
 
 
 def _save_model(model: nn.Module, path: Path) -> None:
