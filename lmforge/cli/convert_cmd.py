@@ -54,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     direction.add_argument("--from-hf", metavar="HF_DIR", help="a saved transformers model folder")
     direction.add_argument("--to-hf", metavar="RUN_OR_CHECKPOINT", help="an lmforge run/checkpoint")
     parser.add_argument("out", metavar="OUT", help="the folder to write (must not exist)")
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="--to-hf: export a fine-tuning run that never finished (its best checkpoint so far)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_hf is not None:
         from_hf(Path(args.from_hf), out)
     else:
-        to_hf(Path(args.to_hf), out)
+        to_hf(Path(args.to_hf), out, allow_partial=args.allow_partial)
     print(out)
     return 0
 
@@ -130,7 +135,7 @@ def _hf_tokenizer(hf_dir: Path):
     return Tokenizer(backend, roles)
 
 
-def to_hf(path: Path, out: Path) -> None:
+def to_hf(path: Path, out: Path, *, allow_partial: bool = False) -> None:
     """Write the lmforge run or checkpoint `path` as a transformers folder `out`; a fine-tuning run
     as its task model."""
     from lmforge.errors import LmforgeError
@@ -141,7 +146,7 @@ def to_hf(path: Path, out: Path) -> None:
     except LmforgeError:  # a pretraining run or a checkpoint
         _pretrained_to_hf(path, out)
     else:
-        _finetuned_to_hf(path, info, out)
+        _finetuned_to_hf(path, info, out, allow_partial=allow_partial)
 
 
 def _pretrained_to_hf(path: Path, out: Path) -> None:
@@ -170,7 +175,7 @@ def _pretrained_to_hf(path: Path, out: Path) -> None:
         _save_tokenizer(tokenizer, framing, cfg, out)
 
 
-def _finetuned_to_hf(run: Path, info: dict, out: Path) -> None:
+def _finetuned_to_hf(run: Path, info: dict, out: Path, *, allow_partial: bool) -> None:
     """The fine-tuned model: the HF task class for a head model, the seq2seq model itself for
     generative tasks; its tokenizer frames texts as the task does."""
     from lmforge.interop.hf import family_for_config, save_hf_model_dir, write_hf_model_dir
@@ -178,7 +183,7 @@ def _finetuned_to_hf(run: Path, info: dict, out: Path) -> None:
     from lmforge.models.lm import LanguageModel
     from lmforge.tasks.finetuned import load_finetuned
 
-    task, model = load_finetuned(run)
+    task, model = load_finetuned(run, allow_partial=allow_partial)
     cfg = task.model_config
     if isinstance(model, LanguageModel):  # the task generates: its model is the backbone
         save_hf_model_dir(model, out)
