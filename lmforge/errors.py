@@ -57,9 +57,9 @@ def write_failure_errno(error: BaseException) -> int | None:
 
 
 def describe_write_failure(code: int) -> str:
-    """`os.strerror` with the advice that fits it."""
+    """What went wrong, with the advice that fits it (`os.strerror` of a `WRITE_ERRNOS` code)."""
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{os.strerror(code)}; make the folder writable or choose another one"
+        return f"{os.strerror(code)}; fix the permissions or choose another folder"
     if code == 0:
         return "the file system accepted only part of it (disk full or a file size limit?)"
     return f"{os.strerror(code)}; free space or raise the limit (ulimit -f)"

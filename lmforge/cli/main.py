@@ -10,6 +10,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import io
 import logging
@@ -85,10 +86,15 @@ def _write_failure_line(error: Exception, code: int) -> str:
     """A refused write that no caller reported (`errors.reporting_write_failure` does where the
     caller knows more): the file, and why nothing complete was lost."""
     path = getattr(error, "filename", None) or _file_open_for_writing(error.__traceback__)
-    target = path if path is not None else "a file"
+    if path is None:
+        target = "cannot write a file"
+    elif code in (errno.EACCES, errno.EPERM):  # also met opening a file to read: no verb
+        target = str(path)
+    else:
+        target = f"cannot write {path}"
     return (
-        f"cannot write {target}: {describe_write_failure(code)}; files written before it are "
-        "intact (lmforge replaces files atomically and appends whole lines)"
+        f"{target}: {describe_write_failure(code)}; files written before are intact (lmforge "
+        "replaces files atomically and appends whole lines)"
     )
 
 

@@ -110,3 +110,16 @@ def test_other_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(plot_cmd, "run", bug)  # registered when main builds its parser
     with pytest.raises(FileNotFoundError):
         main(["plot", "somewhere"])
+
+
+def test_permission_denied_names_the_file(monkeypatch, capsys):
+    """A permission error (met reading as well as writing) names the file and the fix."""
+    import lmforge.cli.plot_cmd as plot_cmd
+
+    def refuse(args):
+        raise PermissionError(errno.EACCES, "Permission denied", "/runs/a/metrics.jsonl")
+
+    monkeypatch.setattr(plot_cmd, "run", refuse)
+    code, line = run_cli(["plot", "/runs/a"], capsys)
+    assert code == 2
+    assert line.startswith("error: /runs/a/metrics.jsonl: Permission denied; fix the permissions")
