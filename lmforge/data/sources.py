@@ -19,12 +19,10 @@ Encoding policy: files are decoded with `encoding` (default utf-8); bytes invali
 replaced by U+FFFD and counted in `Document.replaced_bytes`, so callers can report which files
 were damaged and suggest `--encoding latin-1`. Any Python codec name is accepted.
 
-Binary policy: a file whose first 8 KB, decoded with `encoding`, hold a NUL character, or control
-characters (other than whitespace) for more than 10% of the characters that decoded, is not text
-(an image, an archive, random bytes) and is skipped with a warning, its name added to the caller's
-`binary_files`; named alone, it is refused. Undecodable bytes are no evidence of binary data
-(text in another encoding has many), so they keep being counted and suggest `--encoding`.
-Parquet files are binary by design and are not checked.
+Binary policy: a file that is not text (`binary.looks_binary`: a NUL or many control characters
+in its first 8 KB; undecodable bytes alone are an encoding matter, above) is skipped with a
+warning, its name added to the caller's `binary_files`; named alone, it is refused. Parquet files
+are binary by design and are not checked.
 """
 
 from __future__ import annotations
@@ -37,13 +35,13 @@ import inspect
 import io
 import json
 import logging
-import unicodedata
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from lmforge.data.binary import looks_binary
 from lmforge.errors import LmforgeError
 
 logger = logging.getLogger(__name__)
@@ -52,10 +50,6 @@ SplitBy = Literal["file", "paragraph", "line"]
 SPLIT_BY: tuple[str, ...] = ("file", "paragraph", "line")
 HF_PACKAGED_BUILDERS = ("json", "csv", "parquet", "text", "arrow")
 PYTHON_DOCS = "builtin:python-docs"
-_SNIFF_BYTES = 8192
-_MAX_CONTROL_SHARE = 0.1
-"""Share of control characters among decoded characters above which a file is not text (text has
-almost none; random bytes about a fifth)."""
 
 
 @dataclass(frozen=True)
@@ -133,24 +127,6 @@ def iter_documents(
         )
 
 
-def looks_binary(file: Path, encoding: str) -> bool:
-    """Whether `file` is not text: a NUL, or more than `_MAX_CONTROL_SHARE` control characters
-    among the characters of its first `_SNIFF_BYTES` bytes (after gunzip), decoded with
-    `encoding`."""
-    with _open_bytes(file) as raw:
-        sample = raw.read(_SNIFF_BYTES)
-    # Incremental: a multi-byte character cut at the end of the sample is not an error.
-    text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample)
-    if "\x00" in text:
-        return True
-    decoded = len(text) - text.count("\ufffd")
-    return sum(map(_is_control, text)) > _MAX_CONTROL_SHARE * decoded
-
-
-def _is_control(char: str) -> bool:
-    return char not in "\t\n\r\f\v" and unicodedata.category(char) == "Cc"
-
-
 def _skip_binary(file: Path, *, alone: bool) -> None:
     reason = "binary data (NUL bytes or control characters) in its first 8 KB"
     if alone:
@@ -206,12 +182,9 @@ def resolve_files(spec: str) -> list[Path]:
     return files
 
 
-def _open_bytes(file: Path) -> IO[bytes]:
-    return gzip.open(file, "rb") if file.suffix == ".gz" else open(file, "rb")  # noqa: SIM115
-
-
 def _open_text(file: Path, encoding: str) -> IO[str]:
-    return io.TextIOWrapper(_open_bytes(file), encoding=encoding, errors=_ERRORS)
+    raw: IO[bytes] = gzip.open(file, "rb") if file.suffix == ".gz" else open(file, "rb")  # noqa: SIM115
+    return io.TextIOWrapper(raw, encoding=encoding, errors=_ERRORS)
 
 
 def _is_parquet(file: Path) -> bool:

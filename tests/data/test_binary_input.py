@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from lmforge.cli.main import main
+from lmforge.data.binary import looks_binary
 from lmforge.data.prepare import prepare_data
-from lmforge.data.sources import iter_documents, looks_binary
+from lmforge.data.sources import iter_documents
 from lmforge.errors import LmforgeError
 
 # The start of a real PNG file: signature, then the IHDR chunk (its length field holds NULs).
