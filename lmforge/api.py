@@ -153,9 +153,12 @@ class Finetuned:
         return self.task.predict(self.model, examples, batch_size)
 
 
-def load_finetuned(run_dir: str | Path, *, device: str = "auto") -> Finetuned:
-    """The best checkpoint of a `lmforge finetune` run, ready to predict."""
-    task, model = finetuned_runs.load_finetuned(run_dir)
+def load_finetuned(
+    run_dir: str | Path, *, device: str = "auto", allow_partial: bool = False
+) -> Finetuned:
+    """The best checkpoint of a `lmforge finetune` run, ready to predict; a run that never
+    finished (no metrics.json) only with `allow_partial`."""
+    task, model = finetuned_runs.load_finetuned(run_dir, allow_partial=allow_partial)
     return Finetuned(task=task, model=model.to(choose_device(device)), run_dir=Path(run_dir))
 
 

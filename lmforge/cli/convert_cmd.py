@@ -8,12 +8,15 @@
                                               qa: BertForSequenceClassification, ...; seq2seq and
                                               generative classify: the seq2seq model)
 
-Reading never runs code from the files (safetensors, or torch.load(weights_only=True) for .bin;
-no remote code). The converted run holds weights and no optimizer state: `generate` and
-`load_pretrained` use it directly, and `lmforge pretrain OUT --data.path=DATA --run.dir=RUN`
-continues pretraining from its weights (step 0, fresh optimizer). The exported tokenizer frames
-texts as the model read them in lmforge ([CLS] a [SEP], <s> a </s>, a </s>; a fine-tuned model as
-its task), so that transformers' pipelines feed the model what lmforge feeds it.
+Reading never runs code from the files: weights are read from safetensors only (a folder
+holding only pickled pytorch_model.bin weights is refused, with the command that converts them),
+and no remote code runs. A broken input (malformed config.json, truncated or missing weight
+files, unreadable tokenizer files) is one `error:` line. The converted run holds weights and no
+optimizer state: `generate` and `load_pretrained` use it directly, and `lmforge pretrain OUT
+--data.path=DATA --run.dir=RUN` continues pretraining from its weights (step 0, fresh
+optimizer). The exported tokenizer frames texts as the model read them in lmforge ([CLS] a
+[SEP], <s> a </s>, a </s>; a fine-tuned model as its task), so that transformers' pipelines feed
+the model what lmforge feeds it.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     direction.add_argument("--from-hf", metavar="HF_DIR", help="a saved transformers model folder")
     direction.add_argument("--to-hf", metavar="RUN_OR_CHECKPOINT", help="an lmforge run/checkpoint")
     parser.add_argument("out", metavar="OUT", help="the folder to write (must not exist)")
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="--to-hf: export a fine-tuning run that never finished (its best checkpoint so far)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -63,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_hf is not None:
         from_hf(Path(args.from_hf), out)
     else:
-        to_hf(Path(args.to_hf), out)
+        to_hf(Path(args.to_hf), out, allow_partial=args.allow_partial)
     print(out)
     return 0
 
@@ -102,14 +110,18 @@ def _hf_tokenizer(hf_dir: Path):
     # transformers 5 builds an empty tokenizer for a folder without any: look for files first.
     if not any((hf_dir / name).is_file() for name in _TOKENIZER_FILES):
         return None
-    try:
-        from transformers import AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from lmforge.errors import LmforgeError, one_line
+
+    try:
         hf_tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), use_fast=True,
                                                      trust_remote_code=False)  # fmt: skip
-    except (OSError, ValueError, TypeError) as error:
-        logger.info("no usable tokenizer in %s (%s)", hf_dir, str(error).splitlines()[0])
-        return None
+    except Exception as error:  # tokenizers' Rust parser raises bare Exception on a bad file
+        raise LmforgeError(
+            f"the tokenizer files in {hf_dir} cannot be read ({one_line(error)}); "
+            "download them again, or move them out of the folder to convert the weights alone"
+        ) from None
     backend = getattr(hf_tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
@@ -123,7 +135,7 @@ def _hf_tokenizer(hf_dir: Path):
     return Tokenizer(backend, roles)
 
 
-def to_hf(path: Path, out: Path) -> None:
+def to_hf(path: Path, out: Path, *, allow_partial: bool = False) -> None:
     """Write the lmforge run or checkpoint `path` as a transformers folder `out`; a fine-tuning run
     as its task model."""
     from lmforge.errors import LmforgeError
@@ -134,7 +146,7 @@ def to_hf(path: Path, out: Path) -> None:
     except LmforgeError:  # a pretraining run or a checkpoint
         _pretrained_to_hf(path, out)
     else:
-        _finetuned_to_hf(path, info, out)
+        _finetuned_to_hf(path, info, out, allow_partial=allow_partial)
 
 
 def _pretrained_to_hf(path: Path, out: Path) -> None:
@@ -163,7 +175,7 @@ def _pretrained_to_hf(path: Path, out: Path) -> None:
         _save_tokenizer(tokenizer, framing, cfg, out)
 
 
-def _finetuned_to_hf(run: Path, info: dict, out: Path) -> None:
+def _finetuned_to_hf(run: Path, info: dict, out: Path, *, allow_partial: bool) -> None:
     """The fine-tuned model: the HF task class for a head model, the seq2seq model itself for
     generative tasks; its tokenizer frames texts as the task does."""
     from lmforge.interop.hf import family_for_config, save_hf_model_dir, write_hf_model_dir
@@ -171,7 +183,7 @@ def _finetuned_to_hf(run: Path, info: dict, out: Path) -> None:
     from lmforge.models.lm import LanguageModel
     from lmforge.tasks.finetuned import load_finetuned
 
-    task, model = load_finetuned(run)
+    task, model = load_finetuned(run, allow_partial=allow_partial)
     cfg = task.model_config
     if isinstance(model, LanguageModel):  # the task generates: its model is the backbone
         save_hf_model_dir(model, out)

@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--input", required=True, help="file of inputs")
     predict.add_argument("--output", default="-", help="jsonl file to write (default: stdout)")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="use a run that never finished (no metrics.json): its best checkpoint so far",
+    )
     predict.set_defaults(func=run_predict)
 
 
@@ -67,9 +72,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from lmforge.api import load_finetuned
     from lmforge.run_dir import write_jsonl
 
-    rows = load_finetuned(args.run_dir, device="cpu").predict(
-        Path(args.input), batch_size=args.batch_size
-    )
+    finetuned = load_finetuned(args.run_dir, device="cpu", allow_partial=args.allow_partial)
+    rows = finetuned.predict(Path(args.input), batch_size=args.batch_size)
     if args.output == "-":
         sys.stdout.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     else:

@@ -2,19 +2,28 @@
 
 Each subcommand lives in its own module with `register(subparsers)`, which adds a parser whose
 `func` default runs the command and returns an exit code. Bad input (`LmforgeError`) prints one
-line, `error: ...`, and exits 2; a training run stopped by SIGTERM or Ctrl-C prints what it saved
-and exits 128 + the signal number (docs/reliability.md); anything else is a bug and keeps its
-traceback.
+line, `error: ...`, and exits 2; so does a write the file system refused (disk full, file size
+limit, permission denied: `errors.write_failure_errno`), naming the file. A training run stopped
+by SIGTERM or Ctrl-C prints what it saved and exits 128 + the signal number
+(docs/reliability.md). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import io
 import logging
 import sys
+from types import TracebackType
 
-from lmforge.errors import LmforgeError, RunStopped
+from lmforge.errors import (
+    LmforgeError,
+    RunStopped,
+    describe_write_failure,
+    write_failure_errno,
+)
 
 # Modules under lmforge.cli that each register one subcommand (or a group of them).
 _COMMAND_MODULES = (
@@ -76,6 +85,41 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        code = write_failure_errno(error)
+        if code is None:
+            raise
+        print(f"error: {_write_failure_line(error, code)}", file=sys.stderr)
+        return 2
+
+
+def _write_failure_line(error: Exception, code: int) -> str:
+    """A refused write that no caller reported (`errors.reporting_write_failure` does where the
+    caller knows more): the file, and why nothing complete was lost."""
+    path = getattr(error, "filename", None) or _file_open_for_writing(error.__traceback__)
+    if path is None:
+        target = "cannot write a file"
+    elif code in (errno.EACCES, errno.EPERM):  # also met opening a file to read: no verb
+        target = str(path)
+    else:
+        target = f"cannot write {path}"
+    return (
+        f"{target}: {describe_write_failure(code)}; files written before are intact (lmforge "
+        "replaces files atomically and appends whole lines)"
+    )
+
+
+def _file_open_for_writing(trace: TracebackType | None) -> str | None:
+    """The name of the file the failing frame had open for writing: Python's own write errors
+    carry no file name (`OSError.filename` is None), but the frame holds the open file."""
+    names = []
+    while trace is not None:
+        for value in trace.tb_frame.f_locals.values():
+            mode = getattr(value, "mode", "")
+            if isinstance(value, io.IOBase) and isinstance(mode, str) and set(mode) & set("wax+"):
+                names.append(str(getattr(value, "name", "")) or None)
+        trace = trace.tb_next
+    return next((name for name in reversed(names) if name), None)
 
 
 if __name__ == "__main__":

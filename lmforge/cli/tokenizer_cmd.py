@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
+from collections import Counter
 
-from lmforge.data.sources import SPLIT_BY, iter_documents
+from lmforge.data.sources import (
+    SPLIT_BY,
+    Document,
+    describe_replaced,
+    describe_skipped,
+    iter_documents,
+)
 from lmforge.data.tokenizer import KINDS, train_tokenizer
 
 _INPUT_HELP = (
@@ -14,7 +22,8 @@ _INPUT_HELP = (
 )
 ENCODING_HELP = (
     "codec for text files (default utf-8); undecodable bytes become U+FFFD and are counted "
-    "and reported; pass e.g. latin-1 for Latin-1 files"
+    "and reported; pass e.g. latin-1 for Latin-1 files. Files that are not text (images, "
+    "archives: NUL bytes or control characters) are skipped and named"
 )
 
 
@@ -44,17 +53,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    binary_files: list[str] = []
+    replaced: Counter[str] = Counter()
     documents = itertools.chain.from_iterable(
         iter_documents(
-            spec, split_by=args.split_by, text_field=args.text_field, encoding=args.encoding
-        )
+            spec,
+            split_by=args.split_by,
+            text_field=args.text_field,
+            encoding=args.encoding,
+            binary_files=binary_files,
+        )  # fmt: skip
         for spec in args.input
     )
-    texts = (document.text for document in documents)
     tokenizer = train_tokenizer(
-        args.kind, args.vocab_size, texts, show_progress=not args.no_progress, cased=args.cased
+        args.kind,
+        args.vocab_size,
+        (_counting(document, replaced) for document in documents),
+        show_progress=not args.no_progress,
+        cased=args.cased,
     )
     out = tokenizer.save(args.out)
     vocab_size = tokenizer.vocab_size
     print(f"trained a {args.kind} tokenizer with {vocab_size:,} tokens -> {out}/tokenizer.json")
+    if binary_files:
+        print(describe_skipped(binary_files), file=sys.stderr)
+    if replaced:
+        print(describe_replaced(replaced, args.encoding), file=sys.stderr)
     return 0
+
+
+def _counting(document: Document, replaced: Counter[str]) -> str:
+    """The document's text, its replaced bytes added to `replaced` (per file)."""
+    if document.replaced_bytes:
+        replaced[document.source] += document.replaced_bytes
+    return document.text

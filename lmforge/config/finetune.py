@@ -149,6 +149,9 @@ class ClassifyOptions:
     empty: the label itself."""
     prefix: str = ""
     """Text put before every input, T5 style (e.g. `sst2 sentence: `)."""
+    labels: str = ""
+    """The label set, comma-separated, in class order (e.g. `0,1` or `neg,neu,pos`); empty: the
+    labels of the training file. A label outside it, in any file, is refused (file and line)."""
 
     def __post_init__(self) -> None:
         _require(self.max_length >= 8, "task.max_length must be >= 8")

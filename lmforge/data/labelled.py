@@ -9,6 +9,7 @@ files are Latin-1), with a warning.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ class ClassificationExample:
     """One text, or two for a sentence pair."""
     label: str | None
     """None for unlabelled inputs (prediction)."""
+    location: str = dataclasses.field(default="", compare=False)
+    """`FILE:LINE` of the example, for error messages; empty for texts given directly."""
 
 
 def read_classification(
@@ -94,4 +97,5 @@ def _example(
         )
     if labelled and not texts[0].strip():
         raise LmforgeError(f"{path}:{line}: the example has a label but no text")
-    return ClassificationExample(tuple(texts), None if label is None else str(label).strip())
+    label = None if label is None else str(label).strip()
+    return ClassificationExample(tuple(texts), label, f"{path}:{line}")

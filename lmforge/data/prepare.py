@@ -39,7 +39,13 @@ import numpy as np
 from tqdm import tqdm
 
 from lmforge.data.shards import FORMAT, ShardWriter, read_manifest, token_dtype
-from lmforge.data.sources import Document, check_spec, iter_documents
+from lmforge.data.sources import (
+    Document,
+    check_spec,
+    describe_replaced,
+    describe_skipped,
+    iter_documents,
+)
 from lmforge.data.tokenizer import Tokenizer, load_tokenizer
 from lmforge.errors import LmforgeError
 
@@ -59,6 +65,8 @@ class _Stats:
 
     documents_per_input: list[int] = field(default_factory=list)
     replaced_per_file: Counter = field(default_factory=Counter)
+    binary_files: list[str] = field(default_factory=list)
+    """Files skipped as not text (`sources.looks_binary`)."""
 
 
 def prepare_data(
@@ -194,6 +202,7 @@ def _prepare_into(
         "encoding": options["encoding"],
         "replaced_bytes": sum(stats.replaced_per_file.values()),
         "files_with_replacements": dict(sorted(stats.replaced_per_file.items())),
+        "binary_files_skipped": stats.binary_files,
     }
     _write_json(tmp / "manifest.json", manifest)  # last: its presence marks completion
     _log_summary(manifest, elapsed)
@@ -224,6 +233,7 @@ def _documents(inputs: list[str], options: dict, stats: _Stats) -> Iterator[Docu
             split_by=options["split_by"],
             text_field=options["text_field"],
             encoding=options["encoding"],
+            binary_files=stats.binary_files,
         ):
             stats.documents_per_input[position] += 1
             if document.replaced_bytes:
@@ -361,15 +371,8 @@ def _log_summary(manifest: Manifest, elapsed: float) -> None:
         megabytes / max(elapsed, 1e-9),
         manifest["replaced_bytes"],
     )
-    damaged = list(manifest["files_with_replacements"])
-    if damaged:
-        shown = ", ".join(damaged[:3]) + (
-            f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
-        )
-        logger.warning(
-            "%d bytes were not valid %s and became U+FFFD, in %s; if these files use another "
-            "encoding, pass it, e.g. --encoding latin-1",
-            manifest["replaced_bytes"],
-            manifest["encoding"],
-            shown,
-        )
+    if manifest["binary_files_skipped"]:
+        logger.warning("%s", describe_skipped(manifest["binary_files_skipped"]))
+    if manifest["files_with_replacements"]:
+        replaced = manifest["files_with_replacements"]
+        logger.warning("%s", describe_replaced(replaced, manifest["encoding"]))

@@ -4,8 +4,10 @@
 
 - a file path; a directory (its regular files, recursive, sorted, hidden names skipped); a glob;
 - `hf:NAME` or `hf:NAME:CONFIG`: `datasets.load_dataset(NAME, CONFIG, split="train",
-  streaming=True)`. NAME may be a local script-free directory. For the packaged builders
-  (`json`, `csv`, `parquet`, `text`, `arrow`) the third part is the data files instead:
+  streaming=True)`, never running a loading script (`trust_remote_code=False` where the installed
+  `datasets` still has the argument). NAME may be a local script-free directory. For the
+  packaged builders (`json`, `csv`, `parquet`, `text`, `arrow`) the third part is the data files
+  instead:
   `hf:json:data/*.jsonl`, so local files go through the same code path as the Hub;
 - `builtin:python-docs`: English prose every Python ships with (see `_python_docs`).
 
@@ -16,6 +18,11 @@ separated) or `line` (one per non-empty line). `.gz` variants are decompressed o
 Encoding policy: files are decoded with `encoding` (default utf-8); bytes invalid in it are
 replaced by U+FFFD and counted in `Document.replaced_bytes`, so callers can report which files
 were damaged and suggest `--encoding latin-1`. Any Python codec name is accepted.
+
+Binary policy: a file that is not text (`binary.looks_binary`: a NUL or many control characters
+in its first 8 KB; undecodable bytes alone are an encoding matter, above) is skipped with a
+warning, its name added to the caller's `binary_files`; named alone, it is refused. Parquet files
+are binary by design and are not checked.
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ import io
 import json
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from lmforge.data.binary import looks_binary
 from lmforge.errors import LmforgeError
 
 logger = logging.getLogger(__name__)
@@ -77,8 +85,11 @@ def iter_documents(
     split_by: str = "paragraph",
     text_field: str = "text",
     encoding: str = "utf-8",
+    binary_files: list[str] | None = None,
 ) -> Iterator[Document]:
-    """Yield the documents of one input spec, streaming; see the module docstring for specs."""
+    """Yield the documents of one input spec, streaming; see the module docstring for specs.
+
+    binary_files: receives the name of each file skipped as not text (the binary policy)."""
     if split_by not in SPLIT_BY:
         raise LmforgeError(f"unknown --split-by {split_by!r}; choose one of {', '.join(SPLIT_BY)}")
     try:
@@ -96,6 +107,11 @@ def iter_documents(
     files = resolve_files(spec)
     found = False
     for file in files:
+        if not _is_parquet(file) and looks_binary(file, encoding):
+            _skip_binary(file, alone=len(files) == 1 and not _has_magic(spec))
+            if binary_files is not None:
+                binary_files.append(str(file))
+            continue
         count = 0
         for document in _iter_file(file, split_by, text_field, encoding):
             count += 1
@@ -106,7 +122,34 @@ def iter_documents(
             logger.warning("%s holds no documents; skipped", file)
         found = found or count > 0
     if not found:
-        raise LmforgeError(f"{spec} holds no documents (all {len(files)} files are empty)")
+        raise LmforgeError(
+            f"{spec} holds no documents (all {len(files)} files are empty or not text)"
+        )
+
+
+def _skip_binary(file: Path, *, alone: bool) -> None:
+    reason = "binary data (NUL bytes or control characters) in its first 8 KB"
+    if alone:
+        raise LmforgeError(f"{file} is not text: {reason}; pass text, .jsonl or .parquet files")
+    logger.warning("%s is not text (%s); skipped", file, reason)
+
+
+def describe_skipped(binary_files: list[str]) -> str:
+    """One line for a summary: how many files were skipped as not text, and the first names."""
+    shown = ", ".join(binary_files[:5]) + (
+        f" and {len(binary_files) - 5} more" if len(binary_files) > 5 else ""
+    )
+    return f"skipped {len(binary_files)} file(s) that are not text: {shown}"
+
+
+def describe_replaced(replaced_per_file: Mapping[str, int], encoding: str) -> str:
+    """One line for a summary: how many bytes were not valid `encoding`, in which files."""
+    files = list(replaced_per_file)
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return (
+        f"{sum(replaced_per_file.values())} bytes were not valid {encoding} and became U+FFFD, "
+        f"in {shown}; if these files use another encoding, pass it, e.g. --encoding latin-1"
+    )
 
 
 def check_spec(spec: str) -> None:
@@ -144,9 +187,13 @@ def _open_text(file: Path, encoding: str) -> IO[str]:
     return io.TextIOWrapper(raw, encoding=encoding, errors=_ERRORS)
 
 
+def _is_parquet(file: Path) -> bool:
+    return file.name.removesuffix(".gz").endswith(".parquet")
+
+
 def _iter_file(file: Path, split_by: str, text_field: str, encoding: str) -> Iterator[Document]:
-    name = file.name[: -len(".gz")] if file.name.endswith(".gz") else file.name
-    if name.endswith(".parquet"):
+    name = file.name.removesuffix(".gz")
+    if _is_parquet(file):
         yield from _iter_parquet(file, text_field)
         return
     with _open_text(file, encoding) as stream:
@@ -240,6 +287,10 @@ def _iter_hf(spec: str, text_field: str) -> Iterator[Document]:
         kwargs["data_files"] = config  # hf:json:PATH_OR_GLOB
     elif config:
         kwargs["name"] = config
+    if "trust_remote_code" in inspect.signature(datasets.load_dataset).parameters:
+        # datasets 2.x runs a dataset repository's loading script when allowed (before 2.20 by
+        # default); say no explicitly. datasets >= 4 runs no scripts and has no such argument.
+        kwargs["trust_remote_code"] = False
     try:
         dataset = datasets.load_dataset(name, **kwargs)
         rows = iter(dataset)

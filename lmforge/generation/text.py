@@ -7,6 +7,7 @@ encoder-decoder, on top of the token-level searches of `generation/search.py`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -52,7 +53,14 @@ def decoding_configs(
     early_stopping: bool = False,
 ) -> tuple[SamplingConfig, BeamConfig | None]:
     """The search settings of `lmforge generate`'s flags (and the API's keywords of the same
-    names): sampling/greedy settings, and beam settings when num_beams is not 1."""
+    names): sampling/greedy settings, and beam settings when num_beams is not 1. Every value is
+    checked whether or not the search uses it (a nonsense beam setting without beams is still a
+    mistake worth one line)."""
+    _check_finite(temperature=temperature, top_p=top_p, length_penalty=length_penalty)
+    if no_repeat_ngram_size < 0:
+        raise LmforgeError("--no-repeat-ngram-size must be >= 0 (0 = off)")
+    if num_beams < 1:
+        raise LmforgeError(f"--num-beams must be at least 1, got {num_beams}")
     sampling = SamplingConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
     )
@@ -66,6 +74,14 @@ def decoding_configs(
         no_repeat_ngram_size=no_repeat_ngram_size,
     )
     return sampling, beam
+
+
+def _check_finite(**values: float) -> None:
+    """NaN passes every comparison's negation and inf makes sampling uniform: refuse both."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            flag = "--" + name.replace("_", "-")
+            raise LmforgeError(f"{flag} must be a finite number, got {value}")
 
 
 def generate_text(

@@ -15,6 +15,7 @@ Metrics: accuracy and macro-F1 (the checkpoint is chosen on accuracy).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +129,16 @@ class ClassificationTask(Task):
         return self.options.label_field
 
     def fit_labels(self, train: list[ClassificationExample]) -> None:
-        self.labels = sorted({e.label for e in train}, key=_natural_key)
+        """The label set: `task.labels` when given, else the training file's (numbers in numeric
+        order); a training label outside the given set, or of another kind than the others, is
+        refused (see `_check_label_kinds`)."""
+        if self.options.labels:
+            self.labels = [label.strip() for label in self.options.labels.split(",")]
+            self.labels = [label for label in self.labels if label]
+            self.check_labels(train, "the training file")
+        else:
+            _check_label_kinds(train)
+            self.labels = sorted({e.label for e in train}, key=_natural_key)
         if len(self.labels) < 2:
             raise LmforgeError(f"the training data has only the label {self.labels}; need >= 2")
         missing = [label for label in self.labels if self.words and label not in self.words]
@@ -137,11 +147,13 @@ class ClassificationTask(Task):
 
     def check_labels(self, examples: list[ClassificationExample], path: str) -> None:
         known = set(self.labels)
+        given = "--task.labels" if self.options.labels else "the training labels"
         for example in examples:
             if example.label is not None and example.label not in known:
                 raise LmforgeError(
-                    f"{path}: label {example.label!r} never appears in the training data "
-                    f"(labels there: {', '.join(self.labels)})"
+                    f"{example.location or path}: label {example.label!r} is not one of {given} "
+                    f"({', '.join(self.labels)}); fix the label, or list every label with "
+                    "--task.labels=..."
                 )
 
     def state(self) -> dict[str, Any]:
@@ -282,6 +294,45 @@ def _parse_label_words(spec: str) -> dict[str, str]:
             )
         words[label.strip()] = word.strip()
     return words
+
+
+_KINDS = {0: ("an integer", "integers"), 1: ("a decimal number", "decimal numbers"),
+          2: ("a word", "words")}  # fmt: skip
+"""Label kinds (`_label_kind`): (one, several)."""
+
+
+def _label_kind(label: str) -> int:
+    """0 for integers (`1`, `-1`), 1 for other numbers (`1.5`), 2 for anything else (`inf` too)."""
+    try:
+        value = float(label)
+    except ValueError:
+        return 2
+    if not math.isfinite(value):
+        return 2
+    return 0 if value.is_integer() and "." not in label else 1
+
+
+def _check_label_kinds(train: list[ClassificationExample]) -> None:
+    """Refuse a training file whose labels mix kinds (integers with a word or a decimal, as
+    `positive` or `1.5` in a 0/1 file): almost always a stray value that would silently become a
+    class of its own. The first label of the rarer kind is named; `task.labels` accepts a mixed
+    set on purpose."""
+    kinds: dict[int, list[ClassificationExample]] = {}
+    for example in train:  # in file order: each kind's first example comes first
+        if example.label is not None:
+            kinds.setdefault(_label_kind(example.label), []).append(example)
+    if len(kinds) < 2:
+        return
+    common = max(kinds, key=lambda kind: len(kinds[kind]))
+    stray = next(e for e in train if e.label is not None and _label_kind(e.label) != common)
+    others = sorted({e.label for e in kinds[common]}, key=_natural_key)
+    shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+    raise LmforgeError(
+        f"{stray.location or 'the training file'}: label {stray.label!r} is "
+        f"{_KINDS[_label_kind(stray.label)][0]}, but the other labels are "
+        f"{_KINDS[common][1]} ({shown}); fix it, or if it is a real class, "
+        "list every label with --task.labels=..."
+    )
 
 
 def _natural_key(label: str) -> tuple[int, float | str]:

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, reporting_write_failure
 from lmforge.models.weights import dedupe_tied, load_model_weights
 from lmforge.run_dir import (
     MODEL_CONFIG_FILE,
@@ -91,13 +91,15 @@ def save_checkpoint(
     # rng goes last: it is long and no one reads it by eye.
     state = {**trainer_state, "step": step}
     state["rng"] = state.pop("rng", None) or capture_rng_state()
-    _save_model(model, tmp / MODEL_FILE)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        fsync_file(tmp / OPTIMIZER_FILE)
-    write_json(tmp / TRAINER_STATE_FILE, state, indent=1)
-    write_json(tmp / MODEL_CONFIG_FILE, dict(model_config))
-    publish_checkpoint(tmp, final)
+    intact = _intact_after_failure(run_dir)
+    with reporting_write_failure(final, intact=intact, discard=tmp):
+        _save_model(model, tmp / MODEL_FILE)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            fsync_file(tmp / OPTIMIZER_FILE)
+        write_json(tmp / TRAINER_STATE_FILE, state, indent=1)
+        write_json(tmp / MODEL_CONFIG_FILE, dict(model_config))
+        publish_checkpoint(tmp, final)
     _prune(final.parent, keep_last, keep=final.name)
     logger.info("saved checkpoint %s", final)
     return final
@@ -108,9 +110,8 @@ def _check_finite(
 ) -> None:
     """Refuse to checkpoint NaN or inf: it would replace a good checkpoint with a poisoned one."""
     tensors = dict(model.state_dict())
-    if optimizer is not None:
-        for index, state in enumerate(optimizer.state.values()):
-            tensors |= {f"optimizer state {index}.{k}": v for k, v in state.items()}
+    if optimizer is not None:  # any optimizer, Muon's pair too: walk its state dict
+        tensors |= dict(_nested_tensors(optimizer.state_dict(), "optimizer"))
     for name, tensor in tensors.items():
         if torch.is_tensor(tensor) and tensor.is_floating_point() and not tensor.isfinite().all():
             latest = latest_checkpoint(checkpoints.parent) if checkpoints.is_dir() else None
@@ -119,6 +120,27 @@ def _check_finite(
                 f"refusing to save the checkpoint of step {step}: {name} holds NaN or inf "
                 f"(the training diverged); {kept}; rerun with a lower --train.lr"
             )
+
+
+def _nested_tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """(dotted name, tensor) for every tensor inside nested dicts and lists."""
+    if torch.is_tensor(value):
+        yield name, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _nested_tensors(item, f"{name}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _nested_tensors(item, f"{name}.{index}")
+
+
+def _intact_after_failure(run_dir: str | os.PathLike[str]) -> str:
+    """What a failed checkpoint write leaves: the checkpoint LATEST names, untouched (the new one
+    is assembled beside it and only then named)."""
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return "no checkpoint was complete yet; rerun the same command to start again"
+    return f"the last complete checkpoint {latest.name} is intact; rerun the same command to resume"
 
 
 def _save_model(model: nn.Module, path: Path) -> None:

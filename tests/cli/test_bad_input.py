@@ -100,3 +100,34 @@ def test_bad_encoder_decoder_settings_give_one_line(
     code, line = run_cli(argv, capsys)
     assert code == 2
     assert line.startswith("error: ") and message in line
+
+
+_BAD_DECODING = {
+    "--num-beams 0": (["--num-beams", "0"], "--num-beams must be at least 1, got 0"),
+    "--num-beams -2": (["--num-beams", "-2"], "--num-beams must be at least 1, got -2"),
+    "--max-new-tokens 0": (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+    "--max-new-tokens -3": (["--max-new-tokens", "-3"], "--max-new-tokens must be at least 1"),
+    "--temperature -1": (["--temperature", "-1"], "--temperature must be >= 0"),
+    "--temperature nan": (["--temperature", "nan"], "--temperature must be a finite number"),
+    "--temperature inf": (["--temperature", "inf"], "--temperature must be a finite number"),
+    "--top-p 0": (["--top-p", "0"], "--top-p must be in (0, 1]"),
+    "--top-p 1.5": (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    "--top-p nan": (["--top-p", "nan"], "--top-p must be a finite number"),
+    "--top-k -1": (["--top-k", "-1"], "--top-k must be >= 0"),
+    "--num-samples 0": (["--num-samples", "0"], "--num-samples must be at least 1"),
+    "--length-penalty nan": (["--num-beams", "3", "--length-penalty", "nan"],
+                             "--length-penalty must be a finite number"),
+    "--no-repeat-ngram-size -1": (["--no-repeat-ngram-size", "-1"],
+                                  "--no-repeat-ngram-size must be >= 0"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", ["gpt2-tiny", "bloom-tiny", "t5-tiny", "bart-tiny", "bert-tiny"])
+@pytest.mark.parametrize(("flags", "message"), _BAD_DECODING.values(), ids=_BAD_DECODING.keys())
+def test_nonsense_decoding_settings_give_one_line(
+    tiny_pretrained, capsys, preset: str, flags: list[str], message: str
+) -> None:
+    code = main(["generate", str(tiny_pretrained(preset)), "--prompt", "def", *flags])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("error: ") and message in lines[0]

@@ -111,7 +111,7 @@ def test_unsupported_architecture_is_one_line(tmp_path, capsys):
 def test_missing_weight_file_is_one_line(tmp_path, capsys):
     _random_hf_model("bert", 4, "").config.save_pretrained(tmp_path / "hf")
     line = _run_error(["convert", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "o")], capsys)
-    assert "no model.safetensors or pytorch_model.bin" in line
+    assert "has no model.safetensors" in line
 
 
 def test_config_disagreeing_with_weights_is_one_line(tmp_path, capsys):
@@ -255,3 +255,74 @@ def test_converted_transformers_model_fine_tunes_and_predicts(tmp_path):
     out = tmp_path / "out.jsonl"
     assert main(["predict", str(run), "--input", str(new), "--output", str(out)]) == 0
     assert json.loads(out.read_text())["prediction"] in {"0", "1"}
+
+
+@pytest.fixture
+def gpt2_dir(tmp_path):
+    """A tiny random GPT-2 folder as save_pretrained writes it (config.json, model.safetensors)."""
+    _random_hf_model("gpt2", 4, "").save_pretrained(tmp_path / "hf")
+    return tmp_path / "hf"
+
+
+def _convert_error(hf_dir, capsys) -> str:
+    out = hf_dir.parent / "out"
+    line = _run_error(["convert", "--from-hf", str(hf_dir), str(out)], capsys)
+    assert not out.exists()
+    return line
+
+
+def test_malformed_config_json_is_one_line(gpt2_dir, capsys):
+    (gpt2_dir / "config.json").write_text('{"model_type": "gpt2", "n_embd": ')
+    assert "config.json is not valid JSON" in _convert_error(gpt2_dir, capsys)
+
+
+def test_config_field_of_the_wrong_type_is_one_line(gpt2_dir, capsys):
+    config = json.loads((gpt2_dir / "config.json").read_text())
+    (gpt2_dir / "config.json").write_text(json.dumps(config | {"n_embd": "wide"}))
+    line = _convert_error(gpt2_dir, capsys)
+    assert "is not a valid gpt2 config" in line and "n_embd" in line
+
+
+def test_truncated_safetensors_is_one_line(gpt2_dir, capsys):
+    weights = gpt2_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert "model.safetensors is truncated or corrupt" in _convert_error(gpt2_dir, capsys)
+
+
+def test_pickled_weights_are_refused_with_the_conversion_command(gpt2_dir, capsys):
+    """A folder with only pytorch_model.bin is refused (never unpickled); the command the message
+    gives turns it into a folder that converts."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    state = _auto_model("gpt2", gpt2_dir)[0].state_dict()
+    (gpt2_dir / "model.safetensors").unlink()
+    torch.save(state, gpt2_dir / "pytorch_model.bin")
+    line = _convert_error(gpt2_dir, capsys)
+    assert "only pickled weights (pytorch_model.bin), which lmforge never loads" in line
+    command = re.search(r'python -c "(.*?)"', line).group(1)
+    subprocess.run([sys.executable, "-c", command], cwd=gpt2_dir, check=True, env=os.environ)
+    out = gpt2_dir.parent / "converted"
+    assert main(["convert", "--from-hf", str(gpt2_dir), str(out)]) == 0
+
+
+def test_index_naming_a_missing_shard_is_one_line(tmp_path, capsys):
+    _random_hf_model("gpt2", 4, "").save_pretrained(tmp_path / "hf", max_shard_size="50KB")
+    index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
+    shard = sorted(set(index["weight_map"].values()))[1]
+    (tmp_path / "hf" / shard).unlink()
+    assert f"{shard} is missing" in _convert_error(tmp_path / "hf", capsys)
+
+
+def test_malformed_index_is_one_line(tmp_path, capsys):
+    _random_hf_model("gpt2", 4, "").save_pretrained(tmp_path / "hf", max_shard_size="50KB")
+    (tmp_path / "hf" / "model.safetensors.index.json").write_text('{"metadata": {}}')
+    assert "is not a valid weight index" in _convert_error(tmp_path / "hf", capsys)
+
+
+def test_unreadable_tokenizer_file_is_one_line(gpt2_dir, capsys):
+    (gpt2_dir / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE"')
+    line = _convert_error(gpt2_dir, capsys)
+    assert "tokenizer files" in line and "cannot be read" in line

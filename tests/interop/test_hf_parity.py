@@ -316,14 +316,16 @@ def test_model_folder_round_trip(tmp_path, model_type, num_heads, variant):
     assert info["unexpected_keys"] == UNEXPECTED.get(model_type, set())
 
 
-def test_bare_body_pytorch_bin_folder_loads(tmp_path):
-    """Checkpoints saved from GPT2Model (no "transformer." prefix, mask buffers) as a .bin file."""
+def test_bare_body_folder_loads(tmp_path):
+    """Checkpoints saved from GPT2Model (no "transformer." prefix, mask buffers)."""
+    from safetensors.torch import save_file
+
     hf_model = _random_hf_model("gpt2", 4, "")
     hf_model.config.save_pretrained(tmp_path)
     body = {k.removeprefix("transformer."): v for k, v in hf_model.state_dict().items()}
     del body["lm_head.weight"]
     body["h.0.attn.bias"] = torch.ones(1, 1, 64, 64)
-    torch.save(body, tmp_path / "pytorch_model.bin")
+    save_file({k: v.clone() for k, v in body.items()}, tmp_path / "model.safetensors")
     cfg, state_dict = load_hf_model_dir(tmp_path)
     expected = _ours_from_hf(hf_model).state_dict()
     assert all(torch.equal(state_dict[k], v) for k, v in expected.items())

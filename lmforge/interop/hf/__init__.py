@@ -19,7 +19,7 @@ from types import ModuleType
 import torch
 
 from lmforge.config.model import ModelConfig
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, one_line
 from lmforge.interop.hf.convert import (
     extra_keys,
     hf_state_dict_to_ours,
@@ -66,46 +66,100 @@ def family_for_config(cfg: ModelConfig) -> ModuleType:
     raise LmforgeError(f"no HF architecture fits this model ({'; '.join(reasons)})")
 
 
-def _read_weight_files(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of an HF folder: model.safetensors or pytorch_model.bin, sharded or not."""
+_PICKLE_WEIGHTS = "pytorch_model.bin"
+
+# Rewrites a pickle as safetensors (clone: safetensors refuses tied tensors sharing storage).
+_TO_SAFETENSORS = (
+    'python -c "import torch; from safetensors.torch import save_file; '
+    "sd = torch.load('pytorch_model.bin', weights_only=True); "
+    "save_file({k: v.clone() for k, v in sd.items()}, 'model.safetensors', {'format': 'pt'})\""
+)
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    def load_bin(file: Path) -> dict[str, torch.Tensor]:
-        # weights_only: a pickle that is not plain tensors is refused instead of executed.
-        return torch.load(file, map_location="cpu", weights_only=True)
+    if not file.is_file():
+        raise LmforgeError(f"{file} is missing; download the model folder again")
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise LmforgeError(
+            f"{file} is truncated or corrupt ({one_line(error)}); download it again"
+        ) from None
 
-    for name, load in (("model.safetensors", load_file), ("pytorch_model.bin", load_bin)):
-        if (path / name).is_file():
-            return load(path / name)
-        index = path / f"{name}.index.json"
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return {k: v for shard in shards for k, v in load(path / shard).items()}
+
+def _shard_names(index: Path) -> list[str]:
+    """The weight files an HF index (model.safetensors.index.json) names, sorted."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return sorted({str(name) for name in weight_map.values()})
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise LmforgeError(
+            f"{index} is not a valid weight index ({one_line(error)}); download it again"
+        ) from None
+
+
+def _read_weight_files(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of an HF folder's model.safetensors, sharded or not.
+
+    Pickled weights (pytorch_model.bin) are refused, not read: unpickling a downloaded file can
+    run code, and even torch's restricted loader is an attack surface we do not need."""
+    if (path / "model.safetensors").is_file():
+        return _load_safetensors(path / "model.safetensors")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return {
+            k: v for name in _shard_names(index) for k, v in _load_safetensors(path / name).items()
+        }
+    if (path / _PICKLE_WEIGHTS).is_file() or (path / f"{_PICKLE_WEIGHTS}.index.json").is_file():
+        raise LmforgeError(
+            f"{path} holds only pickled weights ({_PICKLE_WEIGHTS}), which lmforge never loads "
+            f"(unpickling can run code); if you trust the file, convert it inside {path} with "
+            f"{_TO_SAFETENSORS} (or load it in transformers and save_pretrained again)"
+        )
     raise LmforgeError(
-        f"{path} has no model.safetensors or pytorch_model.bin (nor a sharded index of either)"
+        f"{path} has no model.safetensors (nor model.safetensors.index.json with its shards)"
     )
 
 
+def _read_hf_config(path: Path) -> tuple[str, object]:
+    """(model_type, transformers config) of an HF folder's config.json, checked."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise LmforgeError(f"{path} is not a Hugging Face model folder: config.json is missing")
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # UnicodeDecodeError and JSONDecodeError included
+        raise LmforgeError(f"{config_file} is not valid JSON ({one_line(error)})") from None
+    if not isinstance(raw, dict):
+        raise LmforgeError(f"{config_file} must hold a JSON object, not {type(raw).__name__}")
+    model_type = raw.get("model_type", "<none>")
+    get_family(str(model_type))
+    from transformers import AutoConfig
+
+    try:
+        hf_config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as error:  # transformers and huggingface_hub raise many types for bad fields
+        raise LmforgeError(
+            f"{config_file} is not a valid {model_type} config ({one_line(error)})"
+        ) from None
+    return str(model_type), hf_config
+
+
 def load_hf_model_dir(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """Read a saved HF folder (config.json + weights) into our config and state dict.
+    """Read a saved HF folder (config.json + safetensors weights) into our config and state dict.
 
     Only local files are read and no remote code runs.
     """
     path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise LmforgeError(f"{path} is not a Hugging Face model folder: config.json is missing")
-    model_type = json.loads(config_file.read_text()).get("model_type", "<none>")
+    model_type, hf_config = _read_hf_config(path)
     family = get_family(model_type)
-    from transformers import AutoConfig
-
-    hf_config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     cfg = family.config_from_hf(hf_config)
     hf_sd = _read_weight_files(path)
     if (path / EXTRA_WEIGHTS_FILE).is_file():
-        from safetensors.torch import load_file
-
-        hf_sd.update(load_file(path / EXTRA_WEIGHTS_FILE))
+        hf_sd.update(_load_safetensors(path / EXTRA_WEIGHTS_FILE))
     # Checkpoints saved from the bare body model (no LM head) lack the body prefix.
     prefix, head = family.BASE_PREFIX, getattr(family, "HEAD_PREFIXES", ("lm_head.",))
     if not any(key.startswith(prefix) for key in hf_sd):
