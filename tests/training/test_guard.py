@@ -176,7 +176,7 @@ def test_a_checkpoint_with_a_non_finite_optimizer_state_is_refused(tmp_path: Pat
     model(torch.randn(2, 4)).sum().backward()
     optimizer.step()
     optimizer.state[model.weight]["exp_avg_sq"][0, 0] = float("inf")
-    with pytest.raises(LmforgeError, match=r"optimizer state .*exp_avg_sq holds NaN or inf"):
+    with pytest.raises(LmforgeError, match=r"optimizer\.state\..*exp_avg_sq holds NaN or inf"):
         save_checkpoint(tmp_path, 1, model, optimizer, {}, {}, keep_last=1)
     assert not (tmp_path / "checkpoints" / "LATEST").exists()
 
