@@ -96,6 +96,14 @@ class TrainSection:
     """Autocast precision of the forward pass; weights and optimizer state stay fp32."""
     compile: bool = False
     """torch.compile the model (slower start, faster steps)."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer state over the ranks (FSDP2: each transformer
+    block, then the rest) instead of replicating them (DDP); checkpoints are then sharded
+    (torch.distributed.checkpoint). One process trains unsharded but still writes sharded
+    checkpoints, so a run can move between world sizes (docs/distributed.md)."""
+    fsdp_cpu_offload: bool = False
+    """fsdp only: keep the sharded parameters, gradients and optimizer state in host memory and
+    step the optimizer there (frees GPU memory; on the CPU it changes nothing)."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len"):
@@ -108,6 +116,15 @@ class TrainSection:
         _require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]")
         _require(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         _require(self.grad_clip >= 0, "train.grad_clip must be >= 0")
+        _require(
+            self.fsdp or not self.fsdp_cpu_offload,
+            "train.fsdp_cpu_offload needs --train.fsdp=true",
+        )
+        _require(
+            not (self.fsdp and self.precision == "fp16"),
+            "train.fsdp does not support train.precision=fp16 (its gradient scaler cannot see "
+            "sharded gradients); use --train.precision=bf16",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
