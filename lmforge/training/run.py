@@ -25,6 +25,7 @@ from lmforge.run_dir import check_run_dir, token_ids, write_run_files
 from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import Precision, check_fp16_stable
+from lmforge.training.sharding import build_sharded_model, load_full_weights
 from lmforge.training.trainer import Trainer
 
 
@@ -86,9 +87,14 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         write_run_files(config, Path(config.data.path))
     barrier()
     torch.manual_seed(config.run.seed)
-    raw_model = build_model(model_config, device=context.device)
+    # h15: under FSDP the model is built on meta and sharded before any rank materialises it.
+    sharded = config.train.fsdp and context.world_size > 1
+    if sharded:
+        raw_model = build_sharded_model(model_config, context, config.train)
+    else:
+        raw_model = build_model(model_config, device=context.device)
     if config.init_from is not None and resume_from is None:
-        load_model_weights(config.init_from, raw_model)
+        (load_full_weights if sharded else load_model_weights)(config.init_from, raw_model)
     model = parallelize(
         raw_model,
         context,

@@ -27,6 +27,7 @@ from lmforge.config.loading import to_dict
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset
 from lmforge.data.windows import WindowSampler, check_split_size, eval_batches, micro_batches
+from lmforge.distributed.fsdp import gradient_sync
 from lmforge.distributed.setup import DistributedContext, all_reduce_sum
 from lmforge.objectives.base import Objective
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
@@ -35,6 +36,11 @@ from lmforge.training.metrics import MetricsWriter
 from lmforge.training.precision import Precision
 from lmforge.training.progress import TrainingProgress
 from lmforge.training.schedules import lr_at
+from lmforge.training.sharded_checkpoint import (
+    is_sharded_checkpoint,
+    load_sharded_checkpoint,
+    save_sharded_checkpoint,
+)
 from lmforge.training.step import TrainingStep
 
 logger = logging.getLogger(__name__)
@@ -170,7 +176,10 @@ class Trainer:
     def resume(self) -> None:
         if self.resume_from is None:
             return
-        saved = load_checkpoint(self.resume_from, self.raw_model, self.optimizer)
+        # h15: a sharded checkpoint is read at any world size, by a sharded model or not.
+        sharded = is_sharded_checkpoint(self.resume_from)
+        load = load_sharded_checkpoint if sharded else load_checkpoint
+        saved = load(self.resume_from, self.raw_model, self.optimizer)
         self.state = TrainerState(
             step=saved["step"],
             tokens_seen=saved.get("tokens_seen", 0),
@@ -262,8 +271,8 @@ class Trainer:
         return micro_loss
 
     def _maybe_no_sync(self, is_last: bool) -> contextlib.AbstractContextManager:
-        no_sync = getattr(self.model, "no_sync", None)
-        return no_sync() if no_sync is not None and not is_last else contextlib.nullcontext()
+        # Gradients are synchronised (DDP all-reduce, FSDP reduce-scatter) once per step.
+        return gradient_sync(self.model, enabled=is_last)
 
     # ---------------------------------------------------------------- periodic work
 
@@ -348,7 +357,19 @@ class Trainer:
             "last_eval": self.state.last_eval,
             "data_position": {"windows_consumed": self.state.step * self.config.train.batch_size},
         }
-        if self.context.is_main:
+        if self.config.train.fsdp:  # h15: every rank writes its shards
+            save_sharded_checkpoint(
+                self.run_dir,
+                self.state.step,
+                self.raw_model,
+                self.optimizer,
+                trainer_state,
+                model_config=to_dict(self.config.model),
+                keep_last=self.config.checkpoint.keep_last,
+                context=self.context,
+                consolidate=self.state.step == self.config.train.max_steps,
+            )
+        elif self.context.is_main:
             save_checkpoint(
                 self.run_dir,
                 self.state.step,
