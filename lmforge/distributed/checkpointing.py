@@ -14,8 +14,10 @@ an allow-list of the classes DCP's metadata is made of, so a tampered file fails
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +42,11 @@ METADATA_FILE = ".metadata"
 def save_state(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Every rank writes its part of the model's and the optimizer's state into `directory`."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save(
-        {"model": model_state, "optimizer": optimizer_state},
-        storage_writer=dcp.FileSystemWriter(directory),
-    )
+    with _single_process_is_intended():
+        dcp.save(
+            {"model": model_state, "optimizer": optimizer_state},
+            storage_writer=dcp.FileSystemWriter(directory),
+        )
 
 
 def load_state(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
@@ -82,13 +85,23 @@ def _load(state: dict[str, Any], directory: Path, *, no_dist: bool = False) -> N
     if not (directory / METADATA_FILE).is_file():
         raise LmforgeError(f"{directory} holds no sharded checkpoint ({METADATA_FILE} is missing)")
     try:
-        dcp.load(state, storage_reader=_SafeReader(directory), no_dist=no_dist)
+        with _single_process_is_intended():
+            dcp.load(state, storage_reader=_SafeReader(directory), no_dist=no_dist)
     except dcp.api.CheckpointException as error:
         reason = str(error).strip().splitlines()[-1]
         raise LmforgeError(
             f"{directory} does not fit this model ({reason}); it was made for a different "
             "architecture or optimizer"
         ) from error
+
+
+@contextlib.contextmanager
+def _single_process_is_intended():
+    """DCP warns when no process group exists; one process (a run on one device, consolidation)
+    is a supported way to save and load here, not a mistake."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 class _SafeReader(dcp.FileSystemReader):
