@@ -19,6 +19,7 @@ from lmforge.config.schema import TrainSection
 from lmforge.distributed.checkpointing import _MetadataUnpickler
 from lmforge.distributed.fsdp import gradient_sync, is_sharded
 from lmforge.distributed.setup import cleanup, init_distributed
+from lmforge.errors import LmforgeError
 from lmforge.models.lm import build_model
 from lmforge.training.precision import Precision
 from lmforge.training.sharding import build_sharded_model
@@ -154,3 +155,13 @@ def test_checkpoint_index_refuses_other_classes() -> None:
     payload = pickle.dumps(os.system)  # what a tampered .metadata could hold
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
         _MetadataUnpickler(io.BytesIO(payload)).load()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"fsdp_cpu_offload": True}, "needs --train.fsdp=true"),
+     ({"fsdp": True, "precision": "fp16"}, "use --train.precision=bf16")],
+)  # fmt: skip
+def test_fsdp_options_are_checked(options: dict, message: str) -> None:
+    with pytest.raises(LmforgeError, match=message):
+        TrainSection(**options)
