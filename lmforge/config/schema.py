@@ -100,7 +100,7 @@ class TrainSection:
     """Shard parameters, gradients and optimizer state over the ranks (FSDP2: each transformer
     block, then the rest) instead of replicating them (DDP); checkpoints are then sharded
     (torch.distributed.checkpoint). One process trains unsharded but still writes sharded
-    checkpoints, so a run can move between world sizes (docs/distributed.md)."""
+    checkpoints, so a run can move between world sizes (docs/architecture.md)."""
     fsdp_cpu_offload: bool = False
     """fsdp only: keep the sharded parameters, gradients and optimizer state in host memory and
     step the optimizer there (frees GPU memory; on the CPU it changes nothing)."""
