@@ -36,6 +36,7 @@ from lmforge.distributed.checkpointing import (
     read_model_state,
     save_state,
 )
+from lmforge.distributed.fsdp import is_sharded
 from lmforge.distributed.setup import DistributedContext, barrier, broadcast_object
 from lmforge.errors import LmforgeError
 from lmforge.models.lm import build_model
@@ -56,12 +57,14 @@ from lmforge.run_dir import (
 
 # One pruning rule for both formats; checkpoint.py keeps it private to its own saving.
 from lmforge.training.checkpoint import _prune as prune_checkpoints
+from lmforge.training.checkpoint import load_checkpoint
 from lmforge.training.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
     "consolidate",
     "is_sharded_checkpoint",
     "load_sharded_checkpoint",
+    "load_training_checkpoint",
     "save_sharded_checkpoint",
 ]
 
@@ -105,6 +108,21 @@ def save_sharded_checkpoint(
     # No rank runs ahead (or resumes, or exits) before the checkpoint is in place.
     barrier()
     return final
+
+
+def load_training_checkpoint(
+    path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Resume from a checkpoint of either format; return its trainer state."""
+    if is_sharded_checkpoint(path):
+        return load_sharded_checkpoint(path, model, optimizer)
+    if is_sharded(model):
+        # Its optimizer.pt is keyed by parameter position, for one process's whole model.
+        raise LmforgeError(
+            f"{path} was written without --train.fsdp; resume it with --train.fsdp=false, or "
+            "start a new run from its weights (lmforge pretrain CHECKPOINT --run.dir=NEW ...)"
+        )
+    return load_checkpoint(path, model, optimizer)
 
 
 def load_sharded_checkpoint(

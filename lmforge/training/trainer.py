@@ -30,17 +30,13 @@ from lmforge.data.windows import WindowSampler, check_split_size, eval_batches, 
 from lmforge.distributed.fsdp import gradient_sync
 from lmforge.distributed.setup import DistributedContext, all_reduce_sum
 from lmforge.objectives.base import Objective
-from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
+from lmforge.training.checkpoint import save_checkpoint
 from lmforge.training.flops import training_flops_per_token
 from lmforge.training.metrics import MetricsWriter
 from lmforge.training.precision import Precision
 from lmforge.training.progress import TrainingProgress
 from lmforge.training.schedules import lr_at
-from lmforge.training.sharded_checkpoint import (
-    is_sharded_checkpoint,
-    load_sharded_checkpoint,
-    save_sharded_checkpoint,
-)
+from lmforge.training.sharded_checkpoint import load_training_checkpoint, save_sharded_checkpoint
 from lmforge.training.step import TrainingStep
 
 logger = logging.getLogger(__name__)
@@ -176,10 +172,8 @@ class Trainer:
     def resume(self) -> None:
         if self.resume_from is None:
             return
-        # h15: a sharded checkpoint is read at any world size, by a sharded model or not.
-        sharded = is_sharded_checkpoint(self.resume_from)
-        load = load_sharded_checkpoint if sharded else load_checkpoint
-        saved = load(self.resume_from, self.raw_model, self.optimizer)
+        # h15: either format; a sharded checkpoint at any world size, by a sharded model or not.
+        saved = load_training_checkpoint(self.resume_from, self.raw_model, self.optimizer)
         self.state = TrainerState(
             step=saved["step"],
             tokens_seen=saved.get("tokens_seen", 0),
