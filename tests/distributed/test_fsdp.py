@@ -165,3 +165,21 @@ def test_checkpoint_index_refuses_other_classes() -> None:
 def test_fsdp_options_are_checked(options: dict, message: str) -> None:
     with pytest.raises(LmforgeError, match=message):
         TrainSection(**options)
+
+
+def test_consolidate_refuses_bad_input(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmforge.cli.main import main
+    from lmforge.training.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    model = build_model(_tiny("gpt2-tiny"))
+    save_checkpoint(run, 2, model, None, {}, model_config={}, keep_last=0)
+    cases = [
+        (["--consolidate", str(run), str(tmp_path / "out")], "drop OUT"),
+        (["--consolidate", str(run), "--step", "3"], "step-0000003: the path does not exist"),
+        (["--consolidate", str(run)], "is not a sharded checkpoint"),
+    ]
+    for args, message in cases:
+        assert main(["convert", *args]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and message in error, error
