@@ -77,12 +77,14 @@ def worker(args: argparse.Namespace) -> None:
     from lmforge.distributed.fsdp import gradient_sync
     from lmforge.distributed.parallelize import parallelize
     from lmforge.distributed.setup import cleanup, init_distributed
+    from lmforge.kernels.allocator import keep_freed_memory
     from lmforge.models.lm import build_model
     from lmforge.training.optim import build_optimizer
     from lmforge.training.precision import Precision
     from lmforge.training.sharding import build_sharded_model
     from lmforge.training.step import TrainingStep
 
+    keep_freed_memory()  # the allocator policy of `lmforge pretrain` processes
     context = init_distributed("cpu")
     cfg = get_preset(args.model)
     torch.manual_seed(0)
