@@ -77,6 +77,11 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
 MODEL_CONFIG_FILE = "model_config.json"
+SHARDED_DIR = "sharded"
+"""A sharded (FSDP) checkpoint's model and optimizer state, one file per rank plus an index
+(torch.distributed.checkpoint, `distributed/checkpointing.py`); model.safetensors is then written
+only by consolidation (the last checkpoint of a run, or `lmforge convert --consolidate`)."""
+_SHARDED_INDEX = ".metadata"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _STAGING_SUFFIX = ".tmp"
 _OLD_SUFFIX = ".old"
@@ -194,13 +199,11 @@ def _read_latest(checkpoints: Path) -> Path | None:
     if not latest.is_file():
         # LATEST is written just after its checkpoint is renamed into place: a crash in between,
         # or a user who deleted a damaged LATEST, leaves the newest complete step-* to take.
-        complete = [
-            path for path in _step_dirs_or_none(checkpoints) if (path / MODEL_FILE).is_file()
-        ]
+        complete = [path for path in _step_dirs_or_none(checkpoints) if is_checkpoint(path)]
         return complete[-1] if complete else None
     name = latest.read_bytes()[:200].decode("utf-8", "replace").strip()
     path = checkpoints / name
-    if not _STEP_DIR.match(name) or not (path / MODEL_FILE).is_file():
+    if not _STEP_DIR.match(name) or not is_checkpoint(path):
         raise LmforgeError(
             f"{latest} names checkpoint {name!r}, which does not exist or is incomplete; "
             "point --resume at an existing step-* directory, or fix LATEST or delete it "
@@ -218,7 +221,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.exists():
         raise LmforgeError(f"no checkpoint at {path}: the path does not exist")
-    if (path / MODEL_FILE).is_file():
+    if is_checkpoint(path):
         return path
     for checkpoints in (path, path / CHECKPOINTS_DIR):
         latest = _read_latest(checkpoints)
@@ -228,6 +231,11 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         f"no checkpoint at {path}: expected a run dir with checkpoints/LATEST, "
         f"a checkpoints dir, or a step-* dir holding {MODEL_FILE}"
     )
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether `path` is a complete checkpoint: whole weights, or a sharded save's index."""
+    return (path / MODEL_FILE).is_file() or (path / SHARDED_DIR / _SHARDED_INDEX).is_file()
 
 
 def _run_dir_of(checkpoint: Path) -> Path:

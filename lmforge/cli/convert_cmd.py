@@ -7,6 +7,9 @@
     lmforge convert --to-hf FINETUNE_RUN OUT  a fine-tuning run -> the HF task model (classify, tag,
                                               qa: BertForSequenceClassification, ...; seq2seq and
                                               generative classify: the seq2seq model)
+    lmforge convert --consolidate RUN [--step N]   a sharded (--train.fsdp) checkpoint -> its
+                                              model.safetensors, beside the shards (LATEST's, or
+                                              step N's; the last one of a run has it already)
 
 Reading never runs code from the files: weights are read from safetensors only (a folder
 holding only pickled pytorch_model.bin weights is refused, with the command that converts them),
@@ -53,7 +56,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     direction = parser.add_mutually_exclusive_group(required=True)
     direction.add_argument("--from-hf", metavar="HF_DIR", help="a saved transformers model folder")
     direction.add_argument("--to-hf", metavar="RUN_OR_CHECKPOINT", help="an lmforge run/checkpoint")
-    parser.add_argument("out", metavar="OUT", help="the folder to write (must not exist)")
+    direction.add_argument(
+        "--consolidate", metavar="RUN", help="write a sharded checkpoint's model.safetensors"
+    )
+    parser.add_argument(
+        "out",
+        metavar="OUT",
+        nargs="?",
+        help="the folder to write (must not exist; not with --consolidate)",
+    )
+    parser.add_argument(
+        "--step", type=int, help="--consolidate only: the checkpoint of this step (default LATEST)"
+    )
     parser.add_argument(
         "--allow-partial",
         action="store_true",
@@ -65,6 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lmforge.errors import LmforgeError
 
+    if args.consolidate is not None or args.step is not None:
+        return _consolidate(args)
+    if args.out is None:
+        raise LmforgeError("convert needs OUT, the folder to write")
     out = Path(args.out)
     if out.exists():
         raise LmforgeError(f"{out} already exists; choose a new output folder")
@@ -73,6 +91,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         to_hf(Path(args.to_hf), out, allow_partial=args.allow_partial)
     print(out)
+    return 0
+
+
+def _consolidate(args: argparse.Namespace) -> int:
+    from lmforge.errors import LmforgeError
+    from lmforge.training.sharded_checkpoint import consolidate
+
+    if args.consolidate is None:
+        raise LmforgeError("--step goes with --consolidate RUN")
+    if args.out is not None:
+        raise LmforgeError("--consolidate writes into the checkpoint itself; drop OUT")
+    print(consolidate(Path(args.consolidate), args.step))
     return 0
 
 

@@ -165,6 +165,14 @@ class TrainSection:
     """Multiplies the learning rate at each rollback, in (0, 1]."""
     max_rollbacks: int = 3
     """Rollbacks allowed in one run before it stops."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer state over the ranks (FSDP2: each transformer
+    block, then the rest) instead of replicating them (DDP); checkpoints are then sharded
+    (torch.distributed.checkpoint). One process trains unsharded but still writes sharded
+    checkpoints, so a run can move between world sizes (docs/architecture.md)."""
+    fsdp_cpu_offload: bool = False
+    """fsdp only: keep the sharded parameters, gradients and optimizer state in host memory and
+    step the optimizer there (frees GPU memory; on the CPU it changes nothing)."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "seq_len"):
@@ -201,6 +209,15 @@ class TrainSection:
         )
         _require_number(
             "train.decay_fraction", self.decay_fraction, 0 < self.decay_fraction <= 1, "in (0, 1]"
+        )
+        _require(
+            self.fsdp or not self.fsdp_cpu_offload,
+            "train.fsdp_cpu_offload needs --train.fsdp=true",
+        )
+        _require(
+            not (self.fsdp and self.precision == "fp16"),
+            "train.fsdp does not support train.precision=fp16 (its gradient scaler cannot see "
+            "sharded gradients); use --train.precision=bf16",
         )
 
 
@@ -304,3 +321,9 @@ class RunConfig:
                 f"{self.model.position.kind} positions (model.position.max_positions={max_len}); "
                 f"lower --train.seq_len or raise --model.position.max_positions"
             )
+        # Muon orthogonalises whole matrices; FSDP gives each rank a slice of each.
+        _require(
+            not (self.train.fsdp and self.optim.kind == "muon"),
+            "optim.kind=muon needs whole weight matrices and train.fsdp shards them; "
+            "use --optim.kind=adamw with FSDP, or DDP (--train.fsdp=false) with Muon",
+        )

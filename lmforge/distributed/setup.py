@@ -77,6 +77,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_object(value: object) -> object:
+    """Rank 0's `value` on every rank (pickled between the job's own processes); `value` itself
+    in one process."""
+    if not _is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def barrier() -> None:
     """Wait for every process; a no-op in one process."""
     if _is_distributed():

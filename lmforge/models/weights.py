@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lmforge.errors import LmforgeError
-from lmforge.run_dir import MODEL_FILE, resolve_checkpoint
+from lmforge.run_dir import MODEL_FILE, SHARDED_DIR, resolve_checkpoint
 
 _MAX_NAMED_KEYS = 3  # how many offending keys an error message lists
 
@@ -57,6 +57,11 @@ def load_model_weights(path: str | os.PathLike[str], model: nn.Module) -> None:
     """Load `model.safetensors` of a checkpoint into `model`, restoring tied weights. `path` is
     anything `run_dir.resolve_checkpoint` accepts."""
     file = resolve_checkpoint(path) / MODEL_FILE
+    if not file.is_file() and (file.parent / SHARDED_DIR).is_dir():
+        raise LmforgeError(
+            f"{file.parent} is a sharded (FSDP) checkpoint without {MODEL_FILE}; write it with "
+            f"lmforge convert --consolidate {file.parent.parent.parent} --step N"
+        )
     try:
         loaded = load_file(file)
     except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as error:

@@ -109,17 +109,31 @@ def _check_finite(
     model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int, checkpoints: Path
 ) -> None:
     """Refuse to checkpoint NaN or inf: it would replace a good checkpoint with a poisoned one."""
+    name = first_non_finite(model, optimizer)
+    if name is not None:
+        raise non_finite_error(step, checkpoints, what=name)
+
+
+def first_non_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> str | None:
+    """The name of the first weight or optimizer-state tensor holding NaN or inf, or None; of a
+    sharded (DTensor) one, this process's shard is checked."""
     tensors = dict(model.state_dict())
     if optimizer is not None:  # any optimizer, Muon's pair too: walk its state dict
         tensors |= dict(_nested_tensors(optimizer.state_dict(), "optimizer"))
     for name, tensor in tensors.items():
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not tensor.isfinite().all():
-            latest = latest_checkpoint(checkpoints.parent) if checkpoints.is_dir() else None
-            kept = f"the last good checkpoint is {latest}" if latest else "none was saved before"
-            raise LmforgeError(
-                f"refusing to save the checkpoint of step {step}: {name} holds NaN or inf "
-                f"(the training diverged); {kept}; rerun with a lower --train.lr"
-            )
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        if torch.is_tensor(local) and local.is_floating_point() and not local.isfinite().all():
+            return name
+    return None
+
+
+def non_finite_error(step: int, checkpoints: Path, *, what: str) -> LmforgeError:
+    latest = latest_checkpoint(checkpoints.parent) if checkpoints.is_dir() else None
+    kept = f"the last good checkpoint is {latest}" if latest else "none was saved before"
+    return LmforgeError(
+        f"refusing to save the checkpoint of step {step}: {what} holds NaN or inf "
+        f"(the training diverged); {kept}; rerun with a lower --train.lr"
+    )
 
 
 def _nested_tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:

@@ -35,6 +35,7 @@ from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.memory import check_memory
 from lmforge.training.optim import build_optimizer
 from lmforge.training.precision import Precision, check_fp16_stable
+from lmforge.training.sharding import build_sharded_model, load_full_weights
 from lmforge.training.trainer import Trainer
 
 
@@ -110,12 +111,23 @@ def prepare_trainer(config: RunConfig, *, explicit_keys: set[str] = frozenset())
         source=config.data.path,
     )
     # Before anything is written or allocated: a run that cannot fit stops here, in one line.
-    check_memory(build_model(model_config, device="meta"), config, context, precision.dtype)
+    check_memory(
+        build_model(model_config, device="meta"),
+        config,
+        context,
+        precision.dtype,
+        shard_factor=context.world_size if config.train.fsdp else 1,
+    )
     resume_from = open_run_dir(config, is_main=context.is_main)
     torch.manual_seed(config.run.seed)
-    raw_model = build_model(model_config, device=context.device)
+    # h15: under FSDP the model is built on meta and sharded before any rank materialises it.
+    sharded = config.train.fsdp and context.world_size > 1
+    if sharded:
+        raw_model = build_sharded_model(model_config, context, config.train)
+    else:
+        raw_model = build_model(model_config, device=context.device)
     if config.init_from is not None and resume_from is None:
-        load_model_weights(config.init_from, raw_model)
+        (load_full_weights if sharded else load_model_weights)(config.init_from, raw_model)
     set_activation_checkpointing(raw_model, config.train.activation_checkpointing)
     model = parallelize(
         raw_model,

@@ -29,11 +29,12 @@ from lmforge.config.loading import to_dict
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset
 from lmforge.data.windows import WindowSampler, check_split_size, micro_batches
+from lmforge.distributed.fsdp import gradient_sync
 from lmforge.distributed.setup import DistributedContext, all_reduce_sum, barrier, to_device
 from lmforge.errors import LmforgeError, RunStopped
 from lmforge.objectives.base import Objective
 from lmforge.run_dir import latest_checkpoint
-from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
+from lmforge.training.checkpoint import save_checkpoint
 from lmforge.training.flops import training_flops_per_token
 from lmforge.training.guard import DivergenceGuard, Verdict, warn_if_lr_is_high
 from lmforge.training.metrics import MetricsWriter
@@ -41,6 +42,7 @@ from lmforge.training.precision import Precision
 from lmforge.training.progress import TrainingProgress
 from lmforge.training.rng import seeded_generator
 from lmforge.training.schedules import lr_at
+from lmforge.training.sharded_checkpoint import load_training_checkpoint, save_sharded_checkpoint
 from lmforge.training.step import TrainingStep
 from lmforge.training.stopping import GracefulStop
 from lmforge.training.validation import Validation
@@ -188,7 +190,8 @@ class Trainer:
             logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
 
     def _restore(self, checkpoint: Path) -> None:
-        saved = load_checkpoint(checkpoint, self.raw_model, self.optimizer)
+        # Either format: a sharded checkpoint at any world size, by a sharded model or not.
+        saved = load_training_checkpoint(checkpoint, self.raw_model, self.optimizer)
         self.state = TrainerState(
             step=saved["step"],
             tokens_seen=saved.get("tokens_seen", 0),
@@ -285,8 +288,8 @@ class Trainer:
         return micro_loss
 
     def _maybe_no_sync(self, is_last: bool) -> contextlib.AbstractContextManager:
-        no_sync = getattr(self.model, "no_sync", None)
-        return no_sync() if no_sync is not None and not is_last else contextlib.nullcontext()
+        # Gradients are synchronised (DDP all-reduce, FSDP reduce-scatter) once per step.
+        return gradient_sync(self.model, enabled=is_last)
 
     # ---------------------------------------------------------------- periodic work
 
@@ -344,7 +347,19 @@ class Trainer:
             "rollbacks": self.state.rollbacks,
             "guard": self.guard.state_dict(),
         }
-        if self.context.is_main:
+        if self.config.train.fsdp:  # h15: every rank writes its shards
+            save_sharded_checkpoint(
+                self.run_dir,
+                self.state.step,
+                self.raw_model,
+                self.optimizer,
+                trainer_state,
+                model_config=to_dict(self.config.model),
+                keep_last=self.config.checkpoint.keep_last,
+                context=self.context,
+                consolidate=self.state.step == self.config.train.max_steps,
+            )
+        elif self.context.is_main:
             save_checkpoint(
                 self.run_dir,
                 self.state.step,
