@@ -181,14 +181,17 @@ dialogsum() {
   local model=$1 weights=$2; shift 2
   wanted dialogsum || return 0
   local test=$OUT/dialogsum.test.jsonl
-  [[ -s $test ]] || python -c '
+  if [[ ! -s $test ]]; then
+    python -c '
 import json, sys
 with open(sys.argv[1]) as src, open(sys.argv[2] + ".tmp", "w") as dst:
     for line in src:
         record = json.loads(line)
         record["summary"] = [record[f"summary{i}"] for i in (1, 2, 3)]
         dst.write(json.dumps(record) + "\n")
-' "$DATA/dialogsum/dialogsum.test.jsonl" "$test" && mv "$test.tmp" "$test"
+' "$DATA/dialogsum/dialogsum.test.jsonl" "$test"
+    mv "$test.tmp" "$test"
+  fi
   run "dialogsum-$model" seq2seq "$weights" \
     --data.train="$DATA/dialogsum/dialogsum.train.first1500.jsonl" \
     --data.validation="$DATA/dialogsum/dialogsum.dev.jsonl" --data.test="$test" \

@@ -13,6 +13,7 @@ validation score (the last metric key), whose learning rate is shown.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def _score(run: Path, keys: list[str]) -> tuple[list[float], str, float, str] | 
     results = loaded[best]
     split = "test" if "test" in results else "validation"
     # Grid points are `-lrLR` (AdamW) or `-lrLR-OPTIMIZER` (finetune.sh's `LR:adafactor`).
-    lr = best.name.rsplit("-lr", 1)[1].replace("-", " ", 1) if "-lr" in best.name else "-"
+    point = re.fullmatch(r".*-lr([0-9.e+-]+?)(?:-([a-z]+))?", best.name)
+    lr = " ".join(filter(None, point.groups())) if point else "-"
     values = results[split]
     return [float(values[k]) for k in keys], split, float(results["train_seconds"]), lr
 
