@@ -3,7 +3,9 @@
 Usage: python bench/downstream/results.py [OUT]   (default runs/downstream)
 Pretraining: steps, tokens, training minutes and the last validation numbers of each model.
 Downstream: the test (else validation) score from the pretrained weights and from a random
-initialisation of the same architecture, and the difference in points. Where finetune.sh ran a
+initialisation of the same architecture, and the difference in points, for the six models (and
+MiniLM where it ran). Generation (decoders): validation bits per byte pretrained vs untrained, and
+the first sample of each. Where finetune.sh ran a
 grid of learning rates (run folders PREFIX-INIT-lrLR), each init's row is its run with the best
 validation score (the last metric key), whose learning rate is shown.
 """
@@ -11,20 +13,30 @@ validation score (the last metric key), whose learning rate is shown.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
+ENCODERS = ("bert", "roberta")
+DECODERS = ("gpt2", "bloom")
+SEQ2SEQ = ("t5", "bart")
+MODELS = ENCODERS + DECODERS + SEQ2SEQ
 # (run name prefix, task, metric keys shown)
 ROWS = [
-    ("sst2-bert", "SST-2 accuracy", ["accuracy"]),
-    ("sst2-gpt2", "SST-2 accuracy", ["accuracy"]),
-    ("sst2-t5", "SST-2 accuracy", ["accuracy"]),
-    ("zeroshot-plain-sst2-gpt2", "SST-2 zero-shot accuracy", ["accuracy"]),
-    ("zeroshot-calibrated-sst2-gpt2", "SST-2 zero-shot accuracy, calibrated", ["accuracy"]),
-    ("conll-bert", "CoNLL-2003 entity F1", ["f1"]),
-    ("squad-bert", "SQuAD v1.1 EM / F1", ["exact_match", "f1"]),
-    ("multi30k-t5", "Multi30k en-de BLEU", ["bleu"]),
-    ("scitldr-t5", "SciTLDR ROUGE-L", ["rougeL"]),
+    *((f"sst2-{m}", "SST-2 accuracy", ["accuracy"]) for m in ("bert", "roberta", "gpt2", "bloom")),
+    ("sst2-t5", "SST-2 accuracy (label words)", ["accuracy"]),
+    *((f"trec-{m}", "TREC accuracy (6 classes)", ["accuracy"]) for m in ENCODERS + DECODERS),
+    *(
+        (f"zeroshot-{calibration}-sst2-{m}", f"SST-2 zero-shot accuracy{suffix}", ["accuracy"])
+        for m in DECODERS
+        for calibration, suffix in (("plain", ""), ("calibrated", ", calibrated"))
+    ),
+    *((f"conll-{m}", "CoNLL-2003 entity F1", ["f1"]) for m in ENCODERS),
+    *((f"squad-{m}", "SQuAD v1.1 EM / F1", ["exact_match", "f1"]) for m in ENCODERS),
+    *((f"multi30k-{m}", "Multi30k en-de BLEU", ["bleu"]) for m in SEQ2SEQ),
+    *((f"scitldr-{m}", "SciTLDR ROUGE-L", ["rougeL"]) for m in SEQ2SEQ),
+    *((f"dialogsum-{m}", "DialogSum ROUGE-L", ["rougeL"]) for m in SEQ2SEQ),
+    *((f"squadgen-{m}", "SQuAD v1.1 generative EM / F1", ["exact_match", "f1"]) for m in SEQ2SEQ),
     ("sst2-minilm", "SST-2 accuracy", ["accuracy"]),
     ("conll-minilm", "CoNLL-2003 entity F1", ["f1"]),
 ]
@@ -44,7 +56,9 @@ def _score(run: Path, keys: list[str]) -> tuple[list[float], str, float, str] | 
     best = max(finished, key=lambda c: float(loaded[c]["validation"][keys[-1]]))
     results = loaded[best]
     split = "test" if "test" in results else "validation"
-    lr = best.name.rsplit("-lr", 1)[1] if "-lr" in best.name else "-"
+    # Grid points are `-lrLR` (AdamW) or `-lrLR-OPTIMIZER` (finetune.sh's `LR:adafactor`).
+    point = re.fullmatch(r".*-lr([0-9.e+-]+?)(?:-([a-z]+))?", best.name)
+    lr = " ".join(filter(None, point.groups())) if point else "-"
     values = results[split]
     return [float(values[k]) for k in keys], split, float(results["train_seconds"]), lr
 
@@ -57,8 +71,11 @@ def pretraining_table(out: Path) -> None:
     """The logged training and validation numbers at the step fine-tuning starts from."""
     print("| model | steps | tokens | training minutes | val loss | val accuracy / bits per byte |")
     print("|---|---|---|---|---|---|")
-    for name in ("bert", "gpt2", "t5"):
-        rows = [json.loads(line) for line in (out / name / "metrics.jsonl").open()]
+    for name in MODELS:
+        log = out / name / "metrics.jsonl"
+        if not log.is_file():
+            continue
+        rows = [json.loads(line) for line in log.open()]
         last_step = FINETUNED_FROM.get(name, rows[-1]["step"] if rows else 0)
         train = [r for r in rows if "loss" in r and r["step"] <= last_step]
         val = [r for r in rows if "val_loss" in r and r["step"] <= last_step]
@@ -70,6 +87,36 @@ def pretraining_table(out: Path) -> None:
             f"| {name} | {train[-1]['step']:,} | {train[-1]['tokens_seen'] / 1e6:.1f} M | "
             f"{train[-1]['elapsed_s'] / 60:.1f} | {last['val_loss']:.3f} | {extra} |"
         )
+
+
+def _last_bpb(run: Path, up_to: int | None = None) -> float | None:
+    """The last validation bits per byte logged by a pretraining run (up to step `up_to`)."""
+    log = run / "metrics.jsonl"
+    if not log.is_file():
+        return None
+    rows = [json.loads(line) for line in log.open()]
+    bpb = [r["val_bpb"] for r in rows if "val_bpb" in r and (up_to is None or r["step"] <= up_to)]
+    return bpb[-1] if bpb else None
+
+
+def generation_table(out: Path) -> None:
+    """Decoders: the validation bits per byte of the pretraining data, pretrained vs untrained
+    (finetune.sh's one step at lr 1e-9), and the first sample of each after its first prompt."""
+    print("| model | val bits per byte, pretrained | untrained | difference | samples |")
+    print("|---|---|---|---|---|")
+    for model in DECODERS:
+        pre = _last_bpb(out / model)
+        rand = _last_bpb(out / "finetune" / f"generation-{model}-random")
+        if pre is None or rand is None:
+            continue
+        samples = out / "finetune" / f"generation-{model}-pretrained" / "samples.txt"
+        print(f"| {model} | {pre:.3f} | {rand:.3f} | {pre - rand:+.3f} | `{samples}` |")
+    for model in DECODERS:
+        for init in ("pretrained", "random"):
+            samples = out / "finetune" / f"generation-{model}-{init}" / "samples.txt"
+            if samples.is_file():
+                first = samples.read_text().split("-" * 40)[0].strip().replace("\n", " / ")
+                print(f"\n{model}, {init}: {first[:300]}")
 
 
 def downstream_table(out: Path) -> None:
@@ -100,6 +147,8 @@ def main() -> None:
     pretraining_table(out)
     print()
     downstream_table(out / "finetune")
+    print()
+    generation_table(out)
 
 
 if __name__ == "__main__":

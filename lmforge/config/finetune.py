@@ -71,6 +71,11 @@ class FinetuneTrainSection:
     """AdamW decoupled weight decay; never applied to biases, norms or embeddings."""
     beta1: float = 0.9
     beta2: float = 0.999
+    # --- issue 12 (h12-downstream): the optimizer choice ---
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    """adamw; adafactor: torch's Adafactor as T5 was fine-tuned with it (lr 1e-3 caps its step
+    relative to each parameter's scale; beta1/beta2 unused; training/optim.py's Adafactor)."""
+    # --- end issue 12 ---
     grad_clip: float = 1.0
     """Maximum global gradient norm; 0 disables clipping."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

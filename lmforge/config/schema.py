@@ -223,9 +223,11 @@ class TrainSection:
 
 @dataclass(frozen=True, kw_only=True)
 class OptimSection:
-    kind: Literal["adamw", "muon"] = "adamw"
+    kind: Literal["adamw", "muon", "adafactor"] = "adamw"
     """adamw: AdamW for every parameter; muon: Muon for the 2-D weights inside transformer blocks
-    (attention and MLP projections), AdamW (train.lr, train.weight_decay) for the rest."""
+    (attention and MLP projections), AdamW (train.lr, train.weight_decay) for the rest;
+    adafactor: torch's Adafactor for every parameter, train.lr capping its relative step size
+    (training/optim.py's Adafactor)."""
     muon_lr: float | None = None
     """muon only: peak learning rate of the Muon weights; None: train.lr (with the default
     muon_adjust_lr, Muon's update has AdamW's RMS, so one rate can serve both)."""

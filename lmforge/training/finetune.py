@@ -153,8 +153,9 @@ class _Loop:
         self.eval_every = config.eval.every or self.steps_per_epoch
         self.warmup = int(train.warmup_ratio * self.max_steps)
         optimizer = build_optimizer(
-            model, lr=train.lr, weight_decay=train.weight_decay, betas=(train.beta1, train.beta2)
-        )
+            model, lr=train.lr, weight_decay=train.weight_decay, betas=(train.beta1, train.beta2),
+            kind=train.optimizer,  # issue 12: adamw | adafactor
+        )  # fmt: skip
         # BERT's fine-tuning schedule: linear warmup, then linear decay to 0 at the last step.
         schedule = functools.partial(
             lr_at, max_lr=train.lr, warmup_steps=self.warmup, max_steps=self.max_steps,

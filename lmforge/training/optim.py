@@ -1,5 +1,5 @@
 """AdamW with weight-decay parameter groups (or Muon for the hidden matrices with AdamW for the
-rest: training/muon.py), and gradient clipping.
+rest: training/muon.py, or Adafactor for everything), and gradient clipping.
 
 Weight decay is applied to weight matrices only (the usual GPT-2/BERT practice, cf. Loshchilov &
 Hutter, "Decoupled Weight Decay Regularization"): biases, norm gains and embedding tables are left
@@ -9,6 +9,7 @@ alone, because shrinking them toward zero hurts rather than regularises. Works o
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,15 +76,21 @@ def build_optimizer(
     eps: float = 1e-8,
     fused: bool | None = None,
     optim: OptimSection | None = None,
-) -> torch.optim.AdamW | MuonWithAdamW:
+    kind: str | None = None,
+) -> torch.optim.AdamW | MuonWithAdamW | Adafactor:
     """AdamW with two parameter groups: decayed weight matrices, undecayed everything else; with
-    `optim.kind == "muon"`, Muon for the hidden matrices and that AdamW for the rest.
+    `optim.kind == "muon"`, Muon for the hidden matrices and that AdamW for the rest; with
+    `optim.kind` (or `kind`, fine-tuning's key) `"adafactor"`, Adafactor over the same two groups
+    (`betas`, `eps` and `fused` are AdamW's and unused).
 
     `fused=None` picks the fused implementation when the device supports it (see the measurement
     above), else foreach. Group 0 decays, group 1 does not; both start at `lr` (the schedule
     overwrites it every step via `set_lr`).
     """
-    muon = optim is not None and optim.kind == "muon"
+    kind = kind or (optim.kind if optim is not None else "adamw")
+    if kind == "adafactor":
+        return _build_adafactor(model, lr=lr, weight_decay=weight_decay)
+    muon = kind == "muon"
     hidden = hidden_matrices(model) if muon else []
     if muon and not hidden:
         raise LmforgeError(
@@ -104,6 +111,44 @@ def build_optimizer(
     if not muon:
         return adamw
     return MuonWithAdamW(adamw, _build_muon(hidden, optim, lr=lr, weight_decay=weight_decay))
+
+
+class Adafactor(torch.optim.Adafactor):
+    """torch's Adafactor (Shazeer & Stern 2018) as T5 was trained and fine-tuned with it: no
+    first moment, a factored second moment (row and column means for matrices) decaying as
+    1 - t^-0.8, each update divided by max(1, its RMS) (update clipping, d = 1), and a step of
+    max(1e-3, RMS(param)) * min(lr, 1/sqrt(t)): relative to the parameter's scale, with the
+    schedule's lr as the cap of the relative step size (the paper's constant 0.01). So
+    `--train.lr=1e-3` is T5's fine-tuning setting, not an absolute step as AdamW's lr is. Weight
+    decay multiplies the decayed group by 1 - lr * weight_decay per step.
+
+    Its state dict is nested under "adafactor", so that AdamW (or Muon with AdamW) and Adafactor
+    each refuse the other's checkpoint with one line instead of failing at the first step.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adafactor": super().state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if set(state_dict) != {"adafactor"}:
+            raise ValueError(
+                "it holds AdamW's state (optim.kind=adamw or muon), not Adafactor's; resume with "
+                "the optimizer the run was started with, or start a new run"
+            )
+        super().load_state_dict(state_dict["adafactor"])
+
+
+def _build_adafactor(model: nn.Module, *, lr: float, weight_decay: float) -> Adafactor:
+    decay, no_decay = split_decay_groups(model)
+    if not decay + no_decay:
+        raise ValueError("build_optimizer: the model has no trainable parameters")
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # foreach: torch defaults Adafactor to a per-tensor loop to save memory, slower for our many
+    # small tensors.
+    return Adafactor(groups, lr=lr, foreach=True)
 
 
 def _build_muon(
