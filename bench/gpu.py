@@ -37,7 +37,6 @@ from pathlib import Path
 import torch
 
 from lmforge.bench import MASK_RATE, _batch, _step_flops, bench_config, median_step_seconds
-from lmforge.config.presets import PRESETS
 from lmforge.models.lm import build_model
 from lmforge.training.flops import measure_matmul_peak
 from lmforge.training.metrics import read_metrics
@@ -73,14 +72,11 @@ class Plan:
 
 
 def full_plan() -> Plan:
-    # t5-base is a preset of issue 15's larger shapes; until it exists, t5-small stands in.
-    t5 = "t5-base" if "t5-base" in PRESETS else "t5-small"
-    notes = [] if t5 == "t5-base" else ["t5-base is not a preset in this build: t5-small measured"]
     return Plan(
         shapes={
             "gpt2-small": (16, 1024),
             "bert-base": (32, 512),
-            t5: (32, 512),
+            "t5-base": (32, 512),
             "bart-base": (32, 512),
         },  # fmt: skip
         warmup=5,
@@ -104,7 +100,6 @@ def full_plan() -> Plan:
         vocab_size=32000,
         peak_size=8192,
         dry=False,
-        notes=notes,
     )
 
 
