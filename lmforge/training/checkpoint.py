@@ -202,6 +202,12 @@ def load_checkpoint(
     load_model_weights(directory, model)
     if optimizer is not None:
         _load_optimizer(directory / OPTIMIZER_FILE, optimizer)
+    return read_trainer_state(directory, restore_rng=restore_rng)
+
+
+def read_trainer_state(directory: Path, *, restore_rng: bool) -> dict[str, Any]:
+    """A checkpoint's trainer_state.json (either format); with `restore_rng`, its RNG states are
+    restored as well."""
     state_path = directory / TRAINER_STATE_FILE
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))

@@ -19,7 +19,6 @@ finetune, convert and `lmforge pretrain CHECKPOINT` read it as they read any oth
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -62,8 +61,13 @@ from lmforge.run_dir import (
 
 # One pruning rule for both formats; checkpoint.py keeps it private to its own saving.
 from lmforge.training.checkpoint import _prune as prune_checkpoints
-from lmforge.training.checkpoint import first_non_finite, load_checkpoint, non_finite_error
-from lmforge.training.rng import capture_rng_state, restore_rng_state
+from lmforge.training.checkpoint import (
+    first_non_finite,
+    load_checkpoint,
+    non_finite_error,
+    read_trainer_state,
+)
+from lmforge.training.rng import capture_rng_state
 
 __all__ = [
     "consolidate",
@@ -145,14 +149,7 @@ def load_sharded_checkpoint(
     `optimizer`; return the trainer state, as `training.checkpoint.load_checkpoint` does."""
     directory = resolve_checkpoint(path)
     load_state(directory / SHARDED_DIR, model, optimizer)
-    state_path = directory / TRAINER_STATE_FILE
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise LmforgeError(f"cannot read {state_path}: {error}") from error
-    if restore_rng and "rng" in state:
-        restore_rng_state(state["rng"])
-    return state
+    return read_trainer_state(directory, restore_rng=restore_rng)
 
 
 def consolidate(run_dir: str | os.PathLike[str], step: int | None = None) -> Path:
