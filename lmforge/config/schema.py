@@ -85,6 +85,10 @@ class ObjectiveSection:
     """span_corruption only: fraction of the raw tokens that are corrupted (T5: 0.15)."""
     mean_noise_span_length: float = 3.0
     """span_corruption only: mean length of a corrupted span, in tokens (T5: 3)."""
+    span_target: Literal["spans", "full"] = "spans"
+    """span_corruption only: spans: the target lists each sentinel and the tokens it replaced
+    (T5); full: the target is the whole original text (the T5 paper's "BERT-style" target, its
+    Table 3), which makes the decoder read the encoder from the first steps on."""
     text_infilling: bool = True
     """bart_denoising only: replace Poisson(poisson_lambda)-long spans by one mask token each."""
     infilling_rate: float = 0.3

@@ -82,6 +82,7 @@ def build_objective(
             source,
             noise_density=settings.noise_density,
             mean_noise_span_length=settings.mean_noise_span_length,
+            full_target=settings.span_target == "full",
         )
     if kind == "bart_denoising":
         return BartDenoising(

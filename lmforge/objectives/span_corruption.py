@@ -145,8 +145,10 @@ class SpanCorruption:
         *,
         noise_density: float = 0.15,
         mean_noise_span_length: float = 3.0,
+        full_target: bool = False,
     ) -> None:
-        """`source` names the tokenizer in errors (the data directory it came with)."""
+        """`source` names the tokenizer in errors (the data directory it came with). With
+        `full_target` the target is the whole raw window (then EOS) instead of the spans."""
         if not 0 < noise_density < 1:
             raise LmforgeError(f"noise_density must be in (0, 1), got {noise_density}")
         if mean_noise_span_length < 1:
@@ -164,8 +166,11 @@ class SpanCorruption:
         self.decoder_start_id = tokenizer.pad_id  # T5 starts decoding from <pad> (id 0)
         self.pad_id = tokenizer.pad_id
         self.source = source
+        self.full_target = full_target
         # Targets are about noise_density + spans of the input length (FLOP accounting).
-        self.target_fraction = noise_density * (1 + 1 / mean_noise_span_length)
+        self.target_fraction = (
+            1.0 if full_target else noise_density * (1 + 1 / mean_noise_span_length)
+        )
 
     def raw_length(self, seq_len: int) -> int:
         """Raw tokens per example for an encoder input of exactly `seq_len` tokens; checks that
@@ -183,6 +188,8 @@ class SpanCorruption:
 
     def target_length(self, seq_len: int) -> int:
         length = self.raw_length(seq_len)
+        if self.full_target:
+            return length + 1
         return corrupted_lengths(length, self.noise_density, self.mean_noise_span_length)[1]
 
     def make_batch(
@@ -206,7 +213,10 @@ class SpanCorruption:
         )
         eos = windows.new_full((B, 1), self.eos_id)
         inputs = replace_spans_with_sentinels(windows, noise, self.sentinel_ids)
-        targets = replace_spans_with_sentinels(windows, ~noise, self.sentinel_ids)
+        if self.full_target:
+            targets = windows
+        else:
+            targets = replace_spans_with_sentinels(windows, ~noise, self.sentinel_ids)
         labels = torch.cat([targets, eos], dim=1)
         return {
             "input_ids": torch.cat([inputs, eos], dim=1),

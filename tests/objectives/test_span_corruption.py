@@ -92,6 +92,21 @@ def test_inputs_and_targets_reconstruct_the_original_with_ordered_unique_sentine
         assert reconstruct(inputs, targets) == windows[row].tolist()
 
 
+def test_a_full_target_is_the_original_window_and_the_input_is_corrupted_as_before() -> None:
+    spans_only = SpanCorruption(FAKE_TOKENIZER, "test")
+    full = SpanCorruption(FAKE_TOKENIZER, "test", full_target=True)
+    seq_len = 64
+    windows = raw_windows(8, full.raw_length(seq_len))
+    batch = full.make_batch(windows, torch.Generator().manual_seed(0))
+    reference = spans_only.make_batch(windows, torch.Generator().manual_seed(0))
+    assert torch.equal(batch["input_ids"], reference["input_ids"])
+    assert batch["labels"].shape == (8, full.target_length(seq_len))
+    assert torch.equal(batch["labels"][:, :-1], windows)
+    assert (batch["labels"][:, -1] == FAKE_TOKENIZER.eos_id).all()
+    assert torch.equal(batch["decoder_input_ids"][:, 1:], batch["labels"][:, :-1])
+    assert full.target_fraction == 1.0
+
+
 def test_decoder_inputs_are_labels_shifted_right_from_the_pad_token() -> None:
     objective = SpanCorruption(FAKE_TOKENIZER, "test")
     batch = objective.make_batch(raw_windows(3, objective.raw_length(32)), torch.Generator())
