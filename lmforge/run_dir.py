@@ -547,7 +547,8 @@ def _check_resumable(checkpoint: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise LmforgeError(f"{state} is damaged ({reason}); {fix}") from None
-    if not (checkpoint / OPTIMIZER_FILE).is_file():
+    # A sharded checkpoint keeps its optimizer state among its shards.
+    if not (checkpoint / OPTIMIZER_FILE).is_file() and not (checkpoint / SHARDED_DIR).is_dir():
         raise LmforgeError(
             f"{checkpoint} holds no {OPTIMIZER_FILE}, so it cannot be resumed; continue "
             f"pretraining from its weights instead: `lmforge pretrain {checkpoint} --run.dir=NEW`"
