@@ -330,11 +330,14 @@ class Trainer:
             return
         metrics = self.validation.run(self.model, self.raw_model)
         self.state.last_eval = {"step": self.state.step, **metrics}
-        self.metrics.log({"step": self.state.step, **metrics})
+        self.maybe_save_best(metrics)
+        row = {"step": self.state.step, **metrics}
+        if "val_loss" in self.state.best_eval:  # the best so far, beside this evaluation
+            row["best_val_loss"] = self.state.best_eval["val_loss"]
+        self.metrics.log(row)
         summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         if self.context.is_main:
             self._progress.write(f"step {self.state.step}: {summary}")
-        self.maybe_save_best(metrics)
 
     def maybe_save_best(self, metrics: dict) -> None:
         """Replace checkpoints/best when this evaluation's loss is the lowest so far (every rank
@@ -354,7 +357,6 @@ class Trainer:
                 {"tokens_seen": self.state.tokens_seen, "eval": self.state.best_eval},
                 model_config=to_dict(self.config.model),
             )
-            self.metrics.log({"step": self.state.step, "best_val_loss": loss})
         barrier()  # no rank reads or replaces best while rank 0 writes it
 
     def maybe_checkpoint(self) -> None:

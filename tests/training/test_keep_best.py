@@ -81,6 +81,8 @@ def test_best_is_the_lowest_validation_loss_and_survives_pruning(
     assert "final step 8: val loss 2.8000" in printed
     assert "best  step 4: val loss 2.0000" in printed
     assert not (best / "optimizer.pt").exists()  # weights only: for use, not for resuming
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["best_val_loss"] for r in rows if "val_loss" in r] == [3.0, 2.0, 2.0, 2.0]
 
 
 def test_best_serves_generate_and_refuses_resume(
