@@ -174,9 +174,8 @@ def run(args: argparse.Namespace) -> int:
         "data.path": str(out / "data"),
         "run.dir": str(out / "run"),
     }
-    print(
-        f"[3/4] pretraining {args.preset} ({sizing.model}) in {precision} for {sizing.steps} steps"
-    )
+    model = args.preset if sizing.model == args.preset else f"{args.preset} at {sizing.model}"
+    print(f"[3/4] pretraining {model} in {precision} for {sizing.steps} steps")
     code = lmforge(["pretrain", args.preset, *(f"--{k}={v}" for k, v in overrides.items())])
     if code:
         return code

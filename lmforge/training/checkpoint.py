@@ -135,7 +135,7 @@ def save_best_checkpoint(
         write_json(tmp / TRAINER_STATE_FILE, {**trainer_state, "step": step}, indent=1)
         write_json(tmp / MODEL_CONFIG_FILE, dict(model_config))
         publish_best(tmp, final)
-    logger.info("saved best checkpoint %s (step %d)", final, step)
+    logger.debug("saved best checkpoint %s (step %d)", final, step)  # the evaluation line says
     return final
 
 

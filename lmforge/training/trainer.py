@@ -330,23 +330,24 @@ class Trainer:
             return
         metrics = self.validation.run(self.model, self.raw_model)
         self.state.last_eval = {"step": self.state.step, **metrics}
-        self.maybe_save_best(metrics)
+        is_best = self.maybe_save_best(metrics)
         row = {"step": self.state.step, **metrics}
         if "val_loss" in self.state.best_eval:  # the best so far, beside this evaluation
             row["best_val_loss"] = self.state.best_eval["val_loss"]
         self.metrics.log(row)
         summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         if self.context.is_main:
-            self._progress.write(f"step {self.state.step}: {summary}")
+            best_note = " (best so far: saved as checkpoints/best)" if is_best else ""
+            self._progress.write(f"step {self.state.step}: {summary}{best_note}")
 
-    def maybe_save_best(self, metrics: dict) -> None:
+    def maybe_save_best(self, metrics: dict) -> bool:
         """Replace checkpoints/best when this evaluation's loss is the lowest so far (every rank
-        calls: an FSDP model's weights are gathered first)."""
+        calls: an FSDP model's weights are gathered first); return whether it did."""
         loss = metrics.get("val_loss", float("nan"))
         best = self.state.best_eval.get("val_loss", float("inf"))
         # A NaN loss compares False: a diverging model is never the best.
         if not self.config.checkpoint.keep_best or not loss < best:
-            return
+            return False
         self.state.best_eval = {"step": self.state.step, **metrics}
         full_state = gather_model_state(self.raw_model)
         if self.context.is_main:
@@ -358,6 +359,7 @@ class Trainer:
                 model_config=to_dict(self.config.model),
             )
         barrier()  # no rank reads or replaces best while rank 0 writes it
+        return True
 
     def maybe_checkpoint(self) -> None:
         if not self._is_due(self.config.checkpoint.every):
