@@ -159,3 +159,25 @@ def test_a_best_caught_being_replaced_is_put_back(tmp_path: Path) -> None:
     remove_leftovers(tmp_path)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best"]
     assert best_state(tmp_path)["step"] == 2
+
+
+def test_a_rollback_keeps_the_best_measured_before_it(
+    python_docs_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.training.test_divergence import poison
+
+    # Evaluated at every step: steps 1-6, then (rolled back to step 4) steps 5-8 again.
+    losses = iter([5.0, 4.0, 3.0, 2.0, 1.0, 1.5, 1.8, 1.7, 1.6, 1.5])
+    monkeypatch.setattr(Validation, "run", lambda self, model, raw: {
+        "val_loss": (loss := next(losses)), "val_perplexity": math.exp(loss)})  # fmt: skip
+    # NaN losses from step 5 at the full learning rate: steps 5 and 6 are skipped, then rollback.
+    poison(monkeypatch, lambda trainer, step: step >= 5 and trainer.state.lr_scale == 1.0)
+    run_dir = tmp_path / "run"
+    extra = ["--eval.every=1", "--checkpoint.every=4", "--train.max_bad_steps=2",
+             "--train.on_divergence=rollback", "--train.warmup_steps=2"]  # fmt: skip
+    assert pretrain(python_docs_data, run_dir, *extra) == 0
+    assert next(losses, None) is None  # ten evaluations: the rollback happened
+    # The step-4 checkpoint the run rolled back to recorded best 2.0, but the best on disk is
+    # step 5's 1.0 (skipped updates: step 4's finite weights), and nothing after beat it.
+    assert best_state(run_dir)["step"] == 5
+    assert best_state(run_dir)["eval"]["val_loss"] == 1.0
