@@ -10,6 +10,9 @@ A pretraining run (`lmforge pretrain`; `convert --from-hf` writes its tokenizer 
     RUN_DIR/checkpoints/step-0000100/        model.safetensors, optimizer.pt, trainer_state.json,
                                              model_config.json (the ModelConfig as a dict)
     RUN_DIR/checkpoints/LATEST               "step-0000100", the newest complete checkpoint
+    RUN_DIR/checkpoints/best/                the weights of the lowest validation loss so far
+                                             (checkpoint.keep_best): model.safetensors,
+                                             model_config.json, trainer_state.json; no optimizer
 
 A fine-tuning run (`lmforge finetune`) holds config.yaml (a FinetuneConfig), task.json (task,
 pretrained source, metric, task options and the task's state, e.g. its labels), the tokenizer,
@@ -73,6 +76,7 @@ PREDICTIONS_FILE = "predictions.jsonl"
 TEST_PREDICTIONS_FILE = "test_predictions.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "LATEST"
+BEST_DIR = "best"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
@@ -161,6 +165,21 @@ def staging_dir(final: Path) -> Path:
 def publish_checkpoint(staging: Path, final: Path) -> None:
     """Rename the assembled `staging` to `final` (replacing a checkpoint of the same step), then
     point `LATEST` at it: a crash at any point leaves LATEST naming a complete checkpoint."""
+    _replace_dir(staging, final)
+    write_text(final.parent / LATEST_FILE, final.name + "\n")
+    _fsync_dir(final.parent)
+
+
+def publish_best(staging: Path, final: Path) -> None:
+    """Rename the assembled `staging` to `final` (`checkpoints/best`), replacing the previous
+    best; LATEST is left alone: resuming continues from the newest checkpoint, not the best."""
+    _replace_dir(staging, final)
+    _fsync_dir(final.parent)
+
+
+def _replace_dir(staging: Path, final: Path) -> None:
+    # The old one is moved aside, not deleted first: a crash in between leaves `.old`, which
+    # remove_leftovers puts back.
     _fsync_dir(staging)
     if final.exists():
         old = final.with_name(final.name + _OLD_SUFFIX)
@@ -170,8 +189,6 @@ def publish_checkpoint(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, final)
-    write_text(final.parent / LATEST_FILE, final.name + "\n")
-    _fsync_dir(final.parent)
 
 
 def step_dirs(checkpoints: Path) -> list[Path]:
@@ -192,6 +209,12 @@ def staging_dirs(checkpoints: Path) -> list[Path]:
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     """The checkpoint `RUN_DIR/checkpoints/LATEST` names, or None when there is none yet."""
     return _read_latest(Path(run_dir) / CHECKPOINTS_DIR)
+
+
+def best_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """`RUN_DIR/checkpoints/best`, or None when the run has kept no best (yet)."""
+    best = Path(run_dir) / CHECKPOINTS_DIR / BEST_DIR
+    return best if is_checkpoint(best) else None
 
 
 def _read_latest(checkpoints: Path) -> Path | None:
@@ -217,7 +240,8 @@ def _step_dirs_or_none(checkpoints: Path) -> list[Path]:
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """Turn a run dir, its `checkpoints/` dir or a `step-*` dir into a checkpoint directory."""
+    """Turn a run dir (its LATEST), its `checkpoints/` dir, a `step-*` dir or `checkpoints/best`
+    into a checkpoint directory."""
     path = Path(path)
     if not path.exists():
         raise LmforgeError(f"no checkpoint at {path}: the path does not exist")
@@ -523,7 +547,8 @@ def _check_resumable(checkpoint: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise LmforgeError(f"{state} is damaged ({reason}); {fix}") from None
-    if not (checkpoint / OPTIMIZER_FILE).is_file():
+    # A sharded checkpoint keeps its optimizer state among its shards.
+    if not (checkpoint / OPTIMIZER_FILE).is_file() and not (checkpoint / SHARDED_DIR).is_dir():
         raise LmforgeError(
             f"{checkpoint} holds no {OPTIMIZER_FILE}, so it cannot be resumed; continue "
             f"pretraining from its weights instead: `lmforge pretrain {checkpoint} --run.dir=NEW`"
@@ -562,10 +587,12 @@ def _sha256(path: Path) -> str | None:
 
 def remove_leftovers(run_dir: Path) -> None:
     """Clear what a crash left half-written; call it holding the lock, so that no live writer
-    owns them. `*.tmp` files and `step-*.tmp` directories go; a `step-*.old` directory whose
-    checkpoint was caught being replaced (publish_checkpoint) is put back, else removed."""
+    owns them. `*.tmp` files and `step-*.tmp` directories go; a `step-*.old` (or `best.old`)
+    directory whose checkpoint was caught being replaced (publish_checkpoint, publish_best) is put
+    back, else removed."""
     checkpoints = run_dir / CHECKPOINTS_DIR
-    for old in checkpoints.glob(f"step-*{_OLD_SUFFIX}"):
+    olds = [*checkpoints.glob(f"step-*{_OLD_SUFFIX}"), checkpoints / (BEST_DIR + _OLD_SUFFIX)]
+    for old in (path for path in olds if path.is_dir()):
         final = old.with_name(old.name.removesuffix(_OLD_SUFFIX))
         if final.exists():
             shutil.rmtree(old)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from lmforge.config.loading import parse_overrides
+from lmforge.run_dir import BEST_DIR, CHECKPOINTS_DIR, TRAINER_STATE_FILE, best_checkpoint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,13 +40,32 @@ def run(args: argparse.Namespace) -> int:
 
 def summarize(run_dir: Path, final: dict) -> None:
     if final:
-        line = (
-            f"step {final['step']}: val loss {final['val_loss']:.4f} nats/token, "
-            f"perplexity {final['val_perplexity']:.2f}"
-        )
-        if "val_bpb" in final:
-            line += f", {final['val_bpb']:.4f} bits per byte"
-        if "val_accuracy" in final:
-            line += f", accuracy {final['val_accuracy']:.4f}"
-        print(line)
+        print("final " + _describe(final))
+    best = _best_eval(run_dir)
+    if best:
+        where = run_dir / CHECKPOINTS_DIR / BEST_DIR
+        print(f"best  {_describe(best)} (weights: {where})")
     print(f"run saved in {run_dir} (curves: {run_dir / 'curves.png'})")
+
+
+def _describe(metrics: dict) -> str:
+    line = (
+        f"step {metrics['step']}: val loss {metrics['val_loss']:.4f} nats/token, "
+        f"perplexity {metrics['val_perplexity']:.2f}"
+    )
+    if "val_bpb" in metrics:
+        line += f", {metrics['val_bpb']:.4f} bits per byte"
+    if "val_accuracy" in metrics:
+        line += f", accuracy {metrics['val_accuracy']:.4f}"
+    return line
+
+
+def _best_eval(run_dir: Path) -> dict:
+    """The evaluation checkpoints/best was kept for; empty without one."""
+    best = best_checkpoint(run_dir)
+    if best is None:
+        return {}
+    try:
+        return json.loads((best / TRAINER_STATE_FILE).read_text(encoding="utf-8")).get("eval", {})
+    except (OSError, ValueError):
+        return {}

@@ -280,6 +280,10 @@ class CheckpointSection:
     """Save every this many optimizer steps (and after the last); 0: only after the last."""
     keep_last: int = 3
     """Checkpoints kept on disk; older ones are deleted; 0: keep all."""
+    keep_best: bool = True
+    """Also keep the weights of the lowest validation loss so far in checkpoints/best (saved at
+    any evaluation that improves on it, checkpoint step or not); costs one set of weights on
+    disk, a third of a checkpoint with AdamW. Resuming still continues from LATEST."""
 
     def __post_init__(self) -> None:
         for name in ("every", "keep_last"):

@@ -7,6 +7,14 @@ Layout (`lmforge.run_dir` owns the names and the atomic writes)::
                                     /trainer_state.json   step, tokens, data position, RNG, extra
                                     /model_config.json    the ModelConfig as a dict
     RUN_DIR/checkpoints/LATEST                            "step-0000100", replaced atomically
+    RUN_DIR/checkpoints/best/model.safetensors            the lowest validation loss so far
+                            /trainer_state.json           its step, tokens and evaluation
+                            /model_config.json
+
+`best` (checkpoint.keep_best) holds weights only: it is for generate, convert, finetune and
+`lmforge pretrain RUN/checkpoints/best`, never for resuming (a run resumes from LATEST), so it costs
+about a third of a step checkpoint with AdamW. Keep-last pruning never sees it (it is no step-*),
+and it is replaced the same way, assembled in `best.tmp` and renamed into place.
 
 A checkpoint is written into `step-0000100.tmp`, each file fsynced, then renamed into place; only
 then is `LATEST` replaced. A crash at any point therefore leaves `LATEST` naming a complete
@@ -40,6 +48,8 @@ from torch import nn
 from lmforge.errors import LmforgeError, reporting_write_failure
 from lmforge.models.weights import dedupe_tied, load_model_weights
 from lmforge.run_dir import (
+    BEST_DIR,
+    CHECKPOINTS_DIR,
     MODEL_CONFIG_FILE,
     MODEL_FILE,
     OPTIMIZER_FILE,
@@ -47,6 +57,7 @@ from lmforge.run_dir import (
     checkpoint_dir,
     fsync_file,
     latest_checkpoint,
+    publish_best,
     publish_checkpoint,
     resolve_checkpoint,
     staging_dir,
@@ -56,7 +67,7 @@ from lmforge.run_dir import (
 )
 from lmforge.training.rng import capture_rng_state, restore_rng_state
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["load_checkpoint", "save_best_checkpoint", "save_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +116,33 @@ def save_checkpoint(
     return final
 
 
+def save_best_checkpoint(
+    run_dir: str | os.PathLike[str],
+    step: int,
+    model_state: Mapping[str, torch.Tensor],
+    trainer_state: Mapping[str, Any],
+    model_config: Mapping[str, Any],
+) -> Path:
+    """Replace `RUN_DIR/checkpoints/best` with the weights `model_state` (a full state dict: an
+    FSDP model's gathered on the writer) of `step`; return its directory. One process writes."""
+    final = Path(run_dir) / CHECKPOINTS_DIR / BEST_DIR
+    name = next((key for key, tensor in model_state.items() if _non_finite(tensor)), None)
+    if name is not None:
+        raise non_finite_error(step, final.parent, what=name)
+    tmp = staging_dir(final)
+    with reporting_write_failure(final, intact=_intact_after_failure(run_dir), discard=tmp):
+        _save_state(model_state, tmp / MODEL_FILE)
+        write_json(tmp / TRAINER_STATE_FILE, {**trainer_state, "step": step}, indent=1)
+        write_json(tmp / MODEL_CONFIG_FILE, dict(model_config))
+        publish_best(tmp, final)
+    logger.debug("saved best checkpoint %s (step %d)", final, step)  # the evaluation line says
+    return final
+
+
+def _non_finite(tensor: Any) -> bool:
+    return torch.is_tensor(tensor) and tensor.is_floating_point() and not tensor.isfinite().all()
+
+
 def _check_finite(
     model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int, checkpoints: Path
 ) -> None:
@@ -121,8 +159,7 @@ def first_non_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None) 
     if optimizer is not None:  # any optimizer, Muon's pair too: walk its state dict
         tensors |= dict(_nested_tensors(optimizer.state_dict(), "optimizer"))
     for name, tensor in tensors.items():
-        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
-        if torch.is_tensor(local) and local.is_floating_point() and not local.isfinite().all():
+        if _non_finite(tensor.to_local() if hasattr(tensor, "to_local") else tensor):
             return name
     return None
 
@@ -158,10 +195,14 @@ def _intact_after_failure(run_dir: str | os.PathLike[str]) -> str:
 
 
 def _save_model(model: nn.Module, path: Path) -> None:
-    """Save the state dict with tied tensors stored once (safetensors refuses shared storage)."""
+    _save_state(model.state_dict(), path)
+
+
+def _save_state(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Save a state dict with tied tensors stored once (safetensors refuses shared storage)."""
     tensors: dict[str, torch.Tensor] = {}
     used_storages: set[int] = set()
-    for name, tensor in dedupe_tied(model.state_dict())[0].items():
+    for name, tensor in dedupe_tied(dict(state))[0].items():
         storage = tensor.untyped_storage().data_ptr()
         # A tensor that shares storage with another kept one without being the same view (e.g. a
         # slice of a fused projection) must be copied, or safetensors would refuse it.

@@ -11,6 +11,11 @@ exactly (plus the divergence guard's state and the learning-rate scale of rollba
 Reliability (docs/reliability.md): the divergence guard (training/guard.py) skips bad updates and,
 after too many in a row, stops the run or rolls it back to the last good checkpoint; SIGTERM and
 the first Ctrl-C (training/stopping.py) finish the step, save a checkpoint and stop.
+
+Keep-best (checkpoint.keep_best): an evaluation whose validation loss beats every earlier one
+replaces checkpoints/best with the current weights, whether or not the step saves a checkpoint.
+The best loss so far is part of the trainer state, so a resumed run judges as the uninterrupted
+one did; a rollback keeps it (the best on disk stays the best measured).
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ from lmforge.config.loading import to_dict
 from lmforge.config.schema import RunConfig
 from lmforge.data.shards import TokenDataset
 from lmforge.data.windows import WindowSampler, check_split_size, micro_batches
+from lmforge.distributed.checkpointing import gather_model_state
 from lmforge.distributed.fsdp import gradient_sync
 from lmforge.distributed.setup import DistributedContext, all_reduce_sum, barrier, to_device
 from lmforge.errors import LmforgeError, RunStopped
 from lmforge.objectives.base import Objective
 from lmforge.run_dir import latest_checkpoint
-from lmforge.training.checkpoint import save_checkpoint
+from lmforge.training.checkpoint import save_best_checkpoint, save_checkpoint
 from lmforge.training.flops import training_flops_per_token
 from lmforge.training.guard import DivergenceGuard, Verdict, warn_if_lr_is_high
 from lmforge.training.metrics import MetricsWriter
@@ -71,6 +77,8 @@ class TrainerState:
     lr_scale: float = 1.0
     """Multiplies the schedule's learning rate: train.rollback_lr_factor per rollback."""
     rollbacks: int = 0
+    best_eval: dict = field(default_factory=dict)
+    """The evaluation of checkpoints/best (step, val_loss, ...); empty before the first."""
 
 
 class Trainer:
@@ -199,6 +207,7 @@ class Trainer:
             last_eval=saved.get("last_eval", {}),
             lr_scale=saved.get("lr_scale", 1.0),
             rollbacks=saved.get("rollbacks", 0),
+            best_eval=saved.get("best_eval", {}),
         )
         self.guard.load_state_dict(saved.get("guard", {}))
         self.metrics.truncate_after(self.state.step)
@@ -321,10 +330,36 @@ class Trainer:
             return
         metrics = self.validation.run(self.model, self.raw_model)
         self.state.last_eval = {"step": self.state.step, **metrics}
-        self.metrics.log({"step": self.state.step, **metrics})
+        is_best = self.maybe_save_best(metrics)
+        row = {"step": self.state.step, **metrics}
+        if "val_loss" in self.state.best_eval:  # the best so far, beside this evaluation
+            row["best_val_loss"] = self.state.best_eval["val_loss"]
+        self.metrics.log(row)
         summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         if self.context.is_main:
-            self._progress.write(f"step {self.state.step}: {summary}")
+            best_note = " (best so far: saved as checkpoints/best)" if is_best else ""
+            self._progress.write(f"step {self.state.step}: {summary}{best_note}")
+
+    def maybe_save_best(self, metrics: dict) -> bool:
+        """Replace checkpoints/best when this evaluation's loss is the lowest so far (every rank
+        calls: an FSDP model's weights are gathered first); return whether it did."""
+        loss = metrics.get("val_loss", float("nan"))
+        best = self.state.best_eval.get("val_loss", float("inf"))
+        # A NaN loss compares False: a diverging model is never the best.
+        if not self.config.checkpoint.keep_best or not loss < best:
+            return False
+        self.state.best_eval = {"step": self.state.step, **metrics}
+        full_state = gather_model_state(self.raw_model)
+        if self.context.is_main:
+            save_best_checkpoint(
+                self.run_dir,
+                self.state.step,
+                full_state,
+                {"tokens_seen": self.state.tokens_seen, "eval": self.state.best_eval},
+                model_config=to_dict(self.config.model),
+            )
+        barrier()  # no rank reads or replaces best while rank 0 writes it
+        return True
 
     def maybe_checkpoint(self) -> None:
         if not self._is_due(self.config.checkpoint.every):
@@ -346,6 +381,7 @@ class Trainer:
             "lr_scale": self.state.lr_scale,
             "rollbacks": self.state.rollbacks,
             "guard": self.guard.state_dict(),
+            "best_eval": self.state.best_eval,
         }
         if self.config.train.fsdp:  # h15: every rank writes its shards
             save_sharded_checkpoint(
@@ -397,8 +433,10 @@ class Trainer:
     def _roll_back(self, checkpoint: Path, what: str) -> None:
         rollbacks = self.state.rollbacks + 1
         lr_scale = self.state.lr_scale * self.config.train.rollback_lr_factor
+        best_eval = self.state.best_eval  # checkpoints/best is not rolled back
         self._restore(checkpoint)
         self.state.rollbacks, self.state.lr_scale = rollbacks, lr_scale
+        self.state.best_eval = best_eval
         self.guard.consecutive_bad = 0
         # Saved again at once: a run resumed from here continues with the lowered rate.
         self.save()

@@ -30,7 +30,9 @@ sys.exit(main(sys.argv[2:]))
 
 def test_file_size_limit_during_a_checkpoint_is_one_line(python_docs_data: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    argv = pretrain(python_docs_data, run_dir, "--train.max_steps=1", "--checkpoint.every=1")
+    # keep_best off: the best weights, written first (at the last evaluation), would fail first.
+    argv = pretrain(python_docs_data, run_dir, "--train.max_steps=1", "--checkpoint.every=1",
+                    "--checkpoint.keep_best=false")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     # 60 kB: config.yaml, the tokenizer and metrics.jsonl fit, the model weights (170 kB) do not.
     done = subprocess.run(
@@ -50,7 +52,9 @@ def test_refused_checkpoint_names_the_intact_one(python_docs_data: Path, tmp_pat
     import lmforge.training.checkpoint as checkpoint
 
     run_dir = tmp_path / "run"
-    first = pretrain(python_docs_data, run_dir, "--train.max_steps=1", "--checkpoint.every=1")
+    no_best = "--checkpoint.keep_best=false"  # its write would be refused first
+    first = pretrain(python_docs_data, run_dir, "--train.max_steps=1", "--checkpoint.every=1",
+                     no_best)  # fmt: skip
     assert main(first) == 0
 
     def refuse(*args, **kwargs):
@@ -58,7 +62,7 @@ def test_refused_checkpoint_names_the_intact_one(python_docs_data: Path, tmp_pat
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(checkpoint, "save_file", refuse)
-        argv = pretrain(python_docs_data, run_dir, "--checkpoint.every=1")  # 2 steps
+        argv = pretrain(python_docs_data, run_dir, "--checkpoint.every=1", no_best)  # 2 steps
         code, line = run_cli(argv, capsys)
     assert code == 2
     assert line.startswith(f"error: cannot write {run_dir}/checkpoints/step-0000002: Permission")

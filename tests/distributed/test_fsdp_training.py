@@ -125,6 +125,16 @@ def test_last_checkpoint_is_consolidated_and_equals_the_unsharded_one(
     assert all(torch.equal(read_back[name], gathered[name]) for name in gathered)
 
 
+def test_best_is_gathered_from_the_shards(runs: dict[str, Path]) -> None:
+    """The last step's evaluation (the only one: eval.every=0) keeps the best; under FSDP every
+    rank joins the gather and rank 0 writes the whole model, as the consolidated last step."""
+    best = runs["fsdp"] / "checkpoints" / "best"
+    assert not (best / SHARDED_DIR).exists()
+    gathered, consolidated = _weights(best), _weights(checkpoint_dir(runs["fsdp"], 4))
+    assert gathered.keys() == consolidated.keys()
+    assert all(torch.equal(gathered[name], consolidated[name]) for name in gathered)
+
+
 def test_convert_consolidate_writes_what_generate_reads(
     runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

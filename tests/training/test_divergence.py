@@ -36,7 +36,7 @@ def poison(monkeypatch: pytest.MonkeyPatch, is_bad: Callable[[Trainer, int], boo
 
 
 def checkpoints(run_dir: Path) -> list[str]:
-    return sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name != "LATEST")
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step-"))
 
 
 def latest(run_dir: Path) -> str:
