@@ -32,7 +32,7 @@ from lmforge.errors import LmforgeError
 from lmforge.generation.text import decoding_configs, generate_text
 from lmforge.models.lm import LanguageModel
 from lmforge.models.pretrained import load_pretrained
-from lmforge.run_dir import load_pretraining_config
+from lmforge.run_dir import load_pretraining_config, unlock_run_dir
 from lmforge.tasks import finetuned as finetuned_runs
 from lmforge.tasks.base import Task
 from lmforge.tasks.fill_mask import MaskPrediction, fill_mask
@@ -206,11 +206,14 @@ def pretrain(config: RunConfig | str, overrides: Overrides | None = None) -> Pre
     else:
         explicit = user_keys(config, overrides)
         config = load_pretraining_config(config, overrides)
-    trainer = prepare_trainer(config, explicit_keys=explicit)
     try:
-        metrics = trainer.fit()
-        if trainer.context.is_main:
-            plot_run(trainer.config.run.dir)
+        trainer = prepare_trainer(config, explicit_keys=explicit)
+        try:
+            metrics = trainer.fit()
+            if trainer.context.is_main:
+                plot_run(trainer.config.run.dir)
+        finally:
+            cleanup()
     finally:
-        cleanup()
+        unlock_run_dir(Path(config.run.dir))  # the process may go on; the run is over
     return PretrainingResult(Path(trainer.config.run.dir), metrics, trainer.context.is_main)

@@ -58,7 +58,7 @@ from lmforge.config.loading import (
 from lmforge.config.model import ModelConfig, TokenIdsConfig
 from lmforge.config.schema import RunConfig
 from lmforge.errors import LmforgeError
-from lmforge.run_lock import hold_lock
+from lmforge.run_lock import hold_lock, release_lock
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
@@ -419,6 +419,11 @@ def lock_run_dir(run_dir: Path) -> None:
             f"cannot create {run_dir} ({error.strerror}); choose a --run.dir you can write to"
         ) from None
     hold_lock(run_dir / LOCK_FILE, what=str(run_dir))
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    """Give up RUN_DIR/.lock at the end of a run in a process that goes on (API, notebook)."""
+    release_lock(run_dir / LOCK_FILE)
 
 
 def check_run_dir(config: RunConfig) -> Path | None:

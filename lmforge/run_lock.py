@@ -5,8 +5,9 @@ to it closes, which a dying process does however it dies: a `kill -9` leaves no 
 delete by hand. The holder writes its PID into the file, so a second process can say whom it met.
 The lock is advisory: it keeps out other lmforge processes, not a user's `rm`.
 
-A process asking again for a lock it holds gets it at once (the Python API may train the same run
-directory twice in one process); a forked child shares its parent's lock, as the kernel does.
+A process asking again for a lock it holds gets it at once; `release_lock` gives it up when a run
+ends inside a longer-lived process (the Python API, a notebook, a test), so that another process
+can continue the run. A forked child shares its parent's lock, as the kernel does.
 Windows has no fcntl: there nothing is locked (lmforge targets Linux and macOS).
 """
 
@@ -26,7 +27,7 @@ except ImportError:  # Windows
 logger = logging.getLogger(__name__)
 
 _HELD: dict[Path, int] = {}
-"""Resolved lock file -> the open descriptor holding its lock; never closed (closing unlocks)."""
+"""Resolved lock file -> the open descriptor holding its lock (closing it unlocks)."""
 
 
 def hold_lock(path: Path, *, what: str) -> None:
@@ -58,6 +59,13 @@ def hold_lock(path: Path, *, what: str) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[path] = fd
+
+
+def release_lock(path: Path) -> None:
+    """Give up the lock of `path` if this process holds it (closing the descriptor unlocks)."""
+    fd = _HELD.pop(path.resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def _read_pid(fd: int) -> str:

@@ -246,6 +246,14 @@ def test_kill_9_leaves_no_stale_lock(tmp_path: Path) -> None:
     run_dir.lock_run_dir(tmp_path / "run")  # the holder may ask again (the Python API does)
 
 
+def test_a_run_ended_in_a_process_that_goes_on_frees_its_lock(tmp_path: Path) -> None:
+    run_dir.lock_run_dir(tmp_path / "run")
+    run_dir.unlock_run_dir(tmp_path / "run")  # what api.pretrain and finetune do at the end
+    child = _locked_by_child(tmp_path / "run")  # another process can continue the run
+    child.kill()
+    child.wait()
+
+
 def test_no_lock_is_left_in_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(LmforgeError, match="is not an lmforge run directory"):

@@ -44,6 +44,7 @@ from lmforge.run_dir import (
     TEST_PREDICTIONS_FILE,
     check_new_run_dir,
     tokenizer_dir,
+    unlock_run_dir,
     write_finetune_run_files,
     write_json,
     write_jsonl,
@@ -65,6 +66,15 @@ logger = logging.getLogger(__name__)
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune `config.pretrained` on the task and return the contents of metrics.json."""
+    try:
+        return _finetune(config)
+    finally:
+        # The lock is taken when the run files are written; the process may go on (API,
+        # notebook), the run is over.
+        unlock_run_dir(Path(config.run.dir))
+
+
+def _finetune(config: FinetuneConfig) -> dict[str, Any]:
     run_dir = Path(config.run.dir)
     check_new_run_dir(run_dir)
     device = choose_device(config.run.device)
