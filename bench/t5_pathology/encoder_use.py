@@ -9,6 +9,7 @@ with another row's input than with its own; one that learned an unconditional la
 loses about the same.
 
     python bench/t5_pathology/encoder_use.py CHECKPOINT [CHECKPOINT ...] --data DATA_DIR [--full]
+        [--seq-len 256]
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the prepared pretraining data directory")
     parser.add_argument("--full", action="store_true", help="score the full-text target instead")
     parser.add_argument("--rows", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=256, help="encoder length of the windows")
     args = parser.parse_args()
     print("| checkpoint | init | loss, own input | another row's | blank | cos | common |")
     print("|---|---|---|---|---|---|---|")
@@ -71,7 +73,10 @@ def main() -> None:
             model, tokenizer, _ = load_pretrained(path, init=init)
             objective = SpanCorruption(tokenizer, args.data, full_target=args.full)
             sampler = WindowSampler(
-                TokenDataset(args.data, "val"), objective.raw_length(256), seed=0, shuffle=False
+                TokenDataset(args.data, "val"),
+                objective.raw_length(args.seq_len),
+                seed=0,
+                shuffle=False,
             )
             windows = torch.stack(
                 [torch.as_tensor(sampler.window(i)).long() for i in range(args.rows)]

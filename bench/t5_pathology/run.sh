@@ -41,15 +41,19 @@ finetune() {  # name checkpoint init lr
 
 pretrain_to_1000 spans
 pretrain_to_1000 full --objective.span_target=full
+pretrain_to_1000 short64 --train.seq_len=64 --train.batch_size=32  # same tokens per step
 SPANS=$OUT/pt-spans/checkpoints/step-0001000
 FULL=$OUT/pt-full/checkpoints/step-0001000
+SHORT=$OUT/pt-short64/checkpoints/step-0001000
 for lr in 3e-4 1e-3; do
   finetune "random-$lr" "$SPANS" random "$lr"
   finetune "spans1000-$lr" "$SPANS" pretrained "$lr"
 done
 finetune "full1000-1e-3" "$FULL" pretrained 1e-3
+finetune "short1000-1e-3" "$SHORT" pretrained 1e-3
 python bench/t5_pathology/encoder_use.py "$SPANS" --data "$T5DATA"
 python bench/t5_pathology/encoder_use.py "$FULL" --data "$T5DATA" --full
+python bench/t5_pathology/encoder_use.py "$SHORT" --data "$T5DATA" --seq-len 64 --rows 64
 for run in "$OUT"/*/metrics.json; do
   python -c "import json,sys; r=json.load(open(sys.argv[1])); v=r['validation']; print(sys.argv[1], 'BLEU %.2f loss %.2f' % (v['bleu'], v['loss']))" "$run"
 done
